@@ -336,13 +336,9 @@ def _interpolate(
     if isinstance(value, str):
         return _interpolate_str(value, env, path, problems)
     if isinstance(value, dict):
-        return {
-            k: _interpolate(v, env, _join(path, k), problems, budget, depth + 1) for k, v in value.items()
-        }
+        return {k: _interpolate(v, env, _join(path, k), problems, budget, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
-        return [
-            _interpolate(v, env, f"{path}[{i}]", problems, budget, depth + 1) for i, v in enumerate(value)
-        ]
+        return [_interpolate(v, env, f"{path}[{i}]", problems, budget, depth + 1) for i, v in enumerate(value)]
     return value
 
 
@@ -351,9 +347,7 @@ class _TooLarge(Exception):
         self.path = path
 
 
-def _read_secret_file(
-    raw: object, base_dir: Path | None, problems: _Problems, files: dict[str, bytes]
-) -> str | None:
+def _read_secret_file(raw: object, base_dir: Path | None, problems: _Problems, files: dict[str, bytes]) -> str | None:
     if not isinstance(raw, str):
         problems.add("secret_key_file", f"expected str, got {_type_name(raw)}")
         return None
@@ -399,7 +393,11 @@ def _parse_tenant(
     try:
         result = _parse_tenant_inner(data, sub, env, base_dir, files)
     except _TooLarge as exc:
-        sub.add(exc.path, "nested too deeply or too large (recursive YAML alias?)")
+        # Name only the top-level key: the full path of a recursive alias is 32 levels long.
+        sub.add(
+            re.split(r"[.\[]", exc.path, maxsplit=1)[0],
+            "nested too deeply or too large (recursive YAML alias?)",
+        )
         result = None
     except RecursionError:
         sub.add("", "nested too deeply")
