@@ -353,9 +353,7 @@ def test_standard_webhooks_secret_rules() -> None:
     for bad in ["whsec_", "whsec_!!!notbase64", SECRET]:
         (p,) = problems_of(minimal(secret_key=bad, signature_schemes=["standard-webhooks"]))
         assert "secret_key: standard-webhooks" in p
-    (p,) = problems_of(
-        minimal(secret_key=ok, signature_schemes=["standard-webhooks"], previous_secret_keys=["plain"])
-    )
+    (p,) = problems_of(minimal(secret_key=ok, signature_schemes=["standard-webhooks"], previous_secret_keys=["plain"]))
     assert p.startswith("request body: previous_secret_keys[0]: standard-webhooks")
 
 
@@ -452,9 +450,7 @@ def test_tenants_file_rejects_other_keys(tmp_path: Path) -> None:
 def test_duplicate_ids_across_files(tmp_path: Path) -> None:
     a = write(tmp_path / "a.yaml", yaml.safe_dump(minimal()))
     b = write(tmp_path / "b.yaml", yaml.safe_dump({"tenants": [minimal(tenant_id="z"), minimal()]}))
-    assert load_errors(tmp_path) == [
-        f"{b}: tenants[1].tenant_id: duplicate tenant id 'acme' (also defined in {a})"
-    ]
+    assert load_errors(tmp_path) == [f"{b}: tenants[1].tenant_id: duplicate tenant id 'acme' (also defined in {a})"]
 
 
 def test_errors_from_all_files_collected(tmp_path: Path) -> None:
