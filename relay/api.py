@@ -1,0 +1,483 @@
+"""HTTP API (SPEC §3): ingest, management, ops endpoints. Errors are always JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from relay.config import ConfigError
+from relay.delivery import DeliveryEngine
+from relay.errors import ApiError
+from relay.events import (
+    SEVERITY_RANK,
+    BatchRequest,
+    SendRequest,
+    StoredEvent,
+    build_envelope,
+    encode_stored,
+    new_event_id,
+    rfc3339,
+)
+from relay.ingest import decode_send, invalid
+from relay.journal import JournalUnavailable
+from relay.metrics import Metrics
+from relay.reload import ConfigManager
+from relay.signing import verify_signature
+
+log = logging.getLogger("relay.api")
+
+PREFIX = "/api/v1/webhooks"
+OPS_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
+MAX_BATCH = 1000
+_enc = msgspec.json.Encoder()
+_batch_decoder = msgspec.json.Decoder(BatchRequest)
+
+
+@dataclass
+class AppState:
+    engine: DeliveryEngine
+    config: ConfigManager
+    metrics: Metrics
+    max_body_bytes: int
+    ingest_token: str | None = None
+    shutting_down: bool = False
+    # Event ids whose journal write is in flight: a concurrent duplicate waits for the verdict.
+    accepting: dict[str, asyncio.Future[bool]] = field(default_factory=dict)
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        checks = {
+            "config_loaded": self.config.snapshot is not None,
+            "journal_writable": self.engine.journal.healthy,
+            "shutting_down": self.shutting_down,
+        }
+        ready = checks["config_loaded"] and checks["journal_writable"] and not self.shutting_down
+        body: dict[str, Any] = {"ready": ready, "checks": checks, "config_digest": self.config.digest}
+        if not ready:
+            reasons = []
+            if self.shutting_down:
+                reasons.append("shutting down")
+            if not checks["journal_writable"]:
+                reasons.append("journal is not writable (disk full or I/O error)")
+            if not checks["config_loaded"]:
+                reasons.append("no valid config loaded")
+            body["reason"] = "; ".join(reasons)
+        return ready, body
+
+
+STATE: web.AppKey[AppState] = web.AppKey("state", AppState)
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_enc.encode(data), status=status, content_type="application/json")
+
+
+def error_response(err: ApiError) -> web.Response:
+    return json_response(err.body(), err.status)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "bad_request"}
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return error_response(err)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[STATE].max_body_bytes
+        return error_response(ApiError(413, "payload_too_large", f"request body exceeds {limit} bytes"))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        return error_response(ApiError(exc.status, code, exc.reason))
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error serving %s %s", request.method, request.path)
+        return error_response(ApiError(500, "internal_error", "internal error; see the daemon's log"))
+
+
+def make_auth_middleware(token: str) -> Any:
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def auth_middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path not in OPS_PATHS:
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return error_response(
+                    ApiError(401, "unauthorized", "missing or wrong Authorization: Bearer <ingest token>")
+                )
+        return await handler(request)
+
+    return auth_middleware
+
+
+async def _read_body(request: web.Request) -> bytes:
+    limit = request.app[STATE].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "payload_too_large", f"request body exceeds {limit} bytes")
+    return await request.read()
+
+
+# ---- ingest ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Prepared:
+    event_id: str
+    tenant_id: str
+    severity: int
+    blob: bytes
+
+
+def _prepare(st: AppState, req: SendRequest) -> _Prepared | dict[str, Any]:
+    """Check tenant, filter, idempotency. Returns what to journal, or the final answer."""
+    snap = st.config.snapshot
+    cfg = snap.tenants.get(req.tenant_id)
+    if cfg is None:
+        raise ApiError(404, "tenant_not_found", f"unknown tenant {req.tenant_id!r}", {"field": "tenant_id"})
+    if not cfg.active:
+        raise ApiError(409, "tenant_inactive", f"tenant {req.tenant_id!r} is not active (active: false)")
+    if not cfg.accepts(req.event_type):
+        st.metrics.filtered.labels(tenant=req.tenant_id).inc()
+        return {"event_id": req.event_id or new_event_id(), "status": "filtered"}
+    event_id = req.event_id or new_event_id()
+    envelope = build_envelope(req, event_id)
+    stored = StoredEvent(envelope, req.event_type, req.target_url, req.custom_headers)
+    return _Prepared(event_id, req.tenant_id, SEVERITY_RANK[req.severity], encode_stored(stored))
+
+
+async def _duplicate(st: AppState, event_id: str) -> dict[str, Any] | None:
+    pending = st.accepting.get(event_id)
+    if pending is not None:
+        await asyncio.shield(pending)
+    state = st.engine.lookup(event_id)
+    if state is None:
+        return None
+    return {"event_id": event_id, "status": state, "duplicate": True}
+
+
+async def _accept(st: AppState, items: list[_Prepared]) -> None:
+    """Journal a group of events in one commit; raise ApiError 503 if the journal fails."""
+    loop = asyncio.get_running_loop()
+    futures: list[asyncio.Future[bool]] = []
+    for p in items:
+        fut: asyncio.Future[bool] = loop.create_future()
+        st.accepting[p.event_id] = fut
+        futures.append(fut)
+    ok = False
+    try:
+        await st.engine.accept([(p.event_id, p.tenant_id, p.severity, p.blob) for p in items])
+        ok = True
+    except JournalUnavailable as exc:
+        raise ApiError(503, "journal_unavailable", f"event not accepted: journal write failed ({exc})") from None
+    finally:
+        for p, fut in zip(items, futures, strict=True):
+            st.accepting.pop(p.event_id, None)
+            fut.set_result(ok)
+    for p in items:
+        st.metrics.received.labels(tenant=p.tenant_id).inc()
+
+
+async def handle_send(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    req = decode_send(await _read_body(request))
+    if req.event_id is not None:
+        dup = await _duplicate(st, req.event_id)
+        if dup is not None:
+            return json_response(dup, 200)
+    prepared = _prepare(st, req)
+    if isinstance(prepared, dict):
+        return json_response(prepared, 200)
+    if prepared.event_id in st.accepting:  # a concurrent twin got there first
+        dup = await _duplicate(st, prepared.event_id)
+        if dup is not None:
+            return json_response(dup, 200)
+    await _accept(st, [prepared])
+    return json_response({"event_id": prepared.event_id, "status": "queued"}, 202)
+
+
+async def handle_send_batch(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    body = await _read_body(request)
+    try:
+        batch = _batch_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise invalid("events", str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "bad_json", f"request body is not valid JSON: {exc}") from None
+    if len(batch.events) > MAX_BATCH:
+        raise invalid("events", f"at most {MAX_BATCH} events per batch, got {len(batch.events)}")
+    results: list[dict[str, Any]] = []
+    todo: list[tuple[int, _Prepared]] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(batch.events):
+        try:
+            req = decode_send(raw)
+            if req.event_id is not None:
+                dup = await _duplicate(st, req.event_id)
+                if dup is None and req.event_id in seen:
+                    dup = {"event_id": req.event_id, "status": "queued", "duplicate": True}
+                if dup is not None:
+                    results.append(dup)
+                    continue
+            prepared = _prepare(st, req)
+        except ApiError as err:
+            if isinstance(err.details, dict) and "field" in err.details:
+                err.details = {**err.details, "field": f"events[{i}].{err.details['field']}"}
+            results.append({**err.body(), "status_code": err.status})
+            continue
+        if isinstance(prepared, dict):
+            results.append(prepared)
+            continue
+        seen.add(prepared.event_id)
+        results.append({"event_id": prepared.event_id, "status": "queued"})
+        todo.append((i, prepared))
+    if todo:
+        try:
+            await _accept(st, [p for _, p in todo])
+        except ApiError as err:
+            for i, _ in todo:
+                results[i] = {**err.body(), "status_code": err.status}
+    return json_response({"results": results}, 200)
+
+
+# ---- management --------------------------------------------------------------------------
+
+
+async def handle_configs(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    snap = st.config.snapshot
+    configs = [snap.tenants[t].masked() for t in sorted(snap.tenants)]
+    return json_response({"configs": configs, "config_digest": st.config.digest})
+
+
+async def handle_configure(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    body = await _read_body(request)
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "bad_json", f"request body is not valid JSON: {exc}") from None
+    try:
+        cfg, created = await st.config.write_tenant(data)
+    except ConfigError as exc:
+        raise ApiError(422, "invalid_config", exc.problems[0], {"problems": exc.problems}) from None
+    return json_response({"status": "configured", "config": cfg.masked()}, 201 if created else 200)
+
+
+async def handle_delete_config(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    await st.config.delete_tenant(request.match_info["tenant_id"])
+    return web.Response(status=204)
+
+
+async def handle_tenant_metrics(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    tenant_id = request.match_info["tenant_id"]
+    if tenant_id not in st.config.snapshot.tenants and tenant_id not in st.engine.tenants:
+        raise ApiError(404, "tenant_not_found", f"unknown tenant {tenant_id!r}")
+    return json_response(st.engine.tenant_metrics(tenant_id))
+
+
+def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid(name, "must be an integer") from None
+    if not lo <= value <= hi:
+        raise invalid(name, f"must be between {lo} and {hi}")
+    return value
+
+
+def _cursor_key(cursor: str) -> tuple[float, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor.encode() + b"==").decode()
+        at, eid = raw.split("|", 1)
+        return float(at), eid
+    except (ValueError, UnicodeDecodeError):
+        raise invalid("cursor", "not a cursor returned by this API") from None
+
+
+def _make_cursor(at: float, eid: str) -> str:
+    return base64.urlsafe_b64encode(f"{at!r}|{eid}".encode()).decode().rstrip("=")
+
+
+async def handle_dead_letter(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    tenant = request.query.get("tenant_id") or None
+    limit = _int_param(request, "limit", 100, 1, 1000)
+    after = _cursor_key(request.query["cursor"]) if request.query.get("cursor") else None
+    snap = st.config.snapshot
+    items: list[dict[str, Any]] = []
+    next_cursor: str | None = None
+    last_key = (0.0, "")
+    for e in st.engine.dead_letters(tenant):
+        key = (e.failed_at or 0.0, e.event_id)
+        if after is not None and key <= after:
+            continue
+        if len(items) == limit:
+            next_cursor = _make_cursor(*last_key)
+            break
+        last_key = key
+        items.append(
+            {
+                "event": st.engine.read_event(e.event_id),
+                "event_id": e.event_id,
+                "tenant_id": e.tenant_id,
+                "attempts": e.attempts,
+                "failed_at": rfc3339(key[0]),
+                "failure_reason": e.dead_reason,
+                "can_retry": e.tenant_id in snap.tenants,
+            }
+        )
+    return json_response({"items": items, "next_cursor": next_cursor})
+
+
+async def handle_retry(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    event_id = request.match_info["event_id"]
+    e = st.engine.dead.get(event_id)
+    if e is None:
+        raise ApiError(404, "not_dead_lettered", f"event {event_id!r} is not in the dead-letter queue")
+    if e.tenant_id not in st.config.snapshot.tenants:
+        raise ApiError(409, "tenant_not_found", f"tenant {e.tenant_id!r} is not configured; configure it first")
+    await st.engine.requeue(event_id)
+    return json_response({"event_id": event_id, "status": "queued"}, 202)
+
+
+async def handle_retry_all(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    tenant = request.query.get("tenant_id") or None
+    snap = st.config.snapshot
+    ids = [e.event_id for e in st.engine.dead_letters(tenant) if e.tenant_id in snap.tenants]
+    n = 0
+    for eid in ids:
+        n += await st.engine.requeue(eid)
+    return json_response({"requeued": n}, 202)
+
+
+async def handle_purge(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    tenant = request.query.get("tenant_id") or None
+    n = 0
+    for eid in [e.event_id for e in st.engine.dead_letters(tenant)]:
+        n += await st.engine.purge(eid)
+    return json_response({"purged": n})
+
+
+async def handle_purge_one(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    event_id = request.match_info["event_id"]
+    if not await st.engine.purge(event_id):
+        raise ApiError(404, "not_dead_lettered", f"event {event_id!r} is not in the dead-letter queue")
+    return web.Response(status=204)
+
+
+async def handle_event(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    event_id = request.match_info["event_id"]
+    view = st.engine.event_view(event_id)
+    if view is None:
+        raise ApiError(404, "event_not_found", f"no event {event_id!r} is known")
+    return json_response(view)
+
+
+async def handle_receive(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    body = await _read_body(request)
+    tenant_id = request.headers.get("X-Tenant-ID", "")
+    signature = request.headers.get("X-Webhook-Signature", "")
+    cfg = st.config.snapshot.tenants.get(tenant_id)
+    valid = cfg is not None and any(verify_signature(body, signature, s) for s in cfg.signing_secrets())
+    if not valid:
+        return json_response({"valid": False}, 401)
+    return json_response({"valid": True})
+
+
+# ---- ops ---------------------------------------------------------------------------------
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    st.metrics.journal_bytes.set(st.engine.journal.bytes_total)
+    data = generate_latest(st.metrics.registry)
+    return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def handle_healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def handle_readyz(request: web.Request) -> web.Response:
+    ready, body = request.app[STATE].readiness()
+    return json_response(body, 200 if ready else 503)
+
+
+async def handle_openapi(request: web.Request) -> web.Response:
+    from relay.openapi import document
+
+    return json_response(document())
+
+
+def _ops_routes() -> list[web.RouteDef]:
+    return [
+        web.get("/metrics", handle_metrics),
+        web.get("/healthz", handle_healthz),
+        web.get("/readyz", handle_readyz),
+    ]
+
+
+def make_app(state: AppState) -> web.Application:
+    middlewares: list[Any] = [errors_middleware]
+    if state.ingest_token:
+        middlewares.append(make_auth_middleware(state.ingest_token))
+    # aiohttp enforces client_max_size when reading; we answer 413 ourselves with a JSON body.
+    app = web.Application(client_max_size=state.max_body_bytes, middlewares=middlewares)
+    app[STATE] = state
+    app.add_routes(
+        [
+            web.post(f"{PREFIX}/send", handle_send),
+            web.post(f"{PREFIX}/send-batch", handle_send_batch),
+            web.get(f"{PREFIX}/configs", handle_configs),
+            web.post(f"{PREFIX}/configure", handle_configure),
+            web.delete(PREFIX + "/config/{tenant_id}", handle_delete_config),
+            web.get(PREFIX + "/metrics/{tenant_id}", handle_tenant_metrics),
+            web.get(f"{PREFIX}/dead-letter", handle_dead_letter),
+            web.delete(f"{PREFIX}/dead-letter", handle_purge),
+            web.post(f"{PREFIX}/dead-letter/retry", handle_retry_all),
+            web.delete(PREFIX + "/dead-letter/{event_id}", handle_purge_one),
+            web.post(PREFIX + "/retry/{event_id}", handle_retry),
+            web.get(PREFIX + "/events/{event_id}", handle_event),
+            web.post(f"{PREFIX}/receive", handle_receive),
+            web.get("/api/v1/openapi.json", handle_openapi),
+            *_ops_routes(),
+        ]
+    )
+    return app
+
+
+def make_ops_app(state: AppState) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware])
+    app[STATE] = state
+    app.add_routes(_ops_routes())
+    return app

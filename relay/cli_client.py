@@ -1,0 +1,283 @@
+"""Client commands of the CLI: `send` and `dlq list|retry|retry-all|purge`, against a running daemon.
+
+`relay.cli` calls `register(sub)`; every handler returns an exit code:
+0 ok; 1 the API answered an error (`error: <code>: <message>` on stderr); 2 a usage error or the
+daemon cannot be reached.
+
+Where the daemon is: `--url URL` (default `$HOOKRELAY_URL`, else `http://127.0.0.1:8787`) or
+`--unix-socket PATH`; the ingest token: `--token` (default `$HOOKRELAY_INGEST_TOKEN`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from relay.client import DEFAULT_URL, SEVERITIES, RelayClient, RelayError
+
+__all__ = ["register"]
+
+EXIT_OK, EXIT_API_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A bad argument found after parsing (bad JSON, a header without `=`): exit 2."""
+
+
+# ---- plumbing ------------------------------------------------------------------------------
+
+
+def _add_connection_args(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--url",
+        default=None,
+        help=f"the daemon's base URL (default: $HOOKRELAY_URL or {DEFAULT_URL})",
+    )
+    where.add_argument("--unix-socket", default=None, metavar="PATH", help="the daemon's --unix-socket")
+    p.add_argument(
+        "--token",
+        default=None,
+        help="ingest token, sent as Authorization: Bearer (default: $HOOKRELAY_INGEST_TOKEN)",
+    )
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def _client(ns: argparse.Namespace) -> RelayClient:
+    token = ns.token if ns.token is not None else os.environ.get("HOOKRELAY_INGEST_TOKEN") or None
+    if ns.unix_socket:
+        return RelayClient(unix_socket=ns.unix_socket, token=token)
+    url = ns.url or os.environ.get("HOOKRELAY_URL") or DEFAULT_URL
+    try:
+        return RelayClient(url, token=token)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False))
+
+
+def _run(ns: argparse.Namespace, body: Callable[[RelayClient], int]) -> int:
+    """Call `body` with a client; turn errors into a message and an exit code."""
+    try:
+        client = _client(ns)
+        return body(client)
+    except UsageError as exc:
+        print(f"hookrelay {ns.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RelayError as exc:
+        if exc.status is None:  # no answer: daemon down, wrong URL/socket, or it timed out
+            print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+            print(
+                "hint: is hookrelay running? point at it with --url, --unix-socket or $HOOKRELAY_URL", file=sys.stderr
+            )
+            return EXIT_USAGE
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        if exc.details is not None and not ns.json:
+            print(f"details: {json.dumps(exc.details)}", file=sys.stderr)
+        return EXIT_API_ERROR
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str] | None:
+    if not values:
+        return None
+    out: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} expects KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _payload(text: str) -> Any:
+    """`--payload`: JSON text; `@FILE` reads it from a file, `-` from stdin."""
+    source = "--payload"
+    if text == "-":
+        text, source = sys.stdin.read(), "stdin"
+    elif text.startswith("@"):
+        try:
+            text, source = Path(text[1:]).read_text(), text[1:]
+        except OSError as exc:
+            raise UsageError(f"cannot read payload file: {exc}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{source} is not valid JSON: {exc}") from None
+
+
+# ---- send ----------------------------------------------------------------------------------
+
+
+def _cmd_send(ns: argparse.Namespace) -> int:
+    def body(client: RelayClient) -> int:
+        payload = _payload(ns.payload)
+        headers = _pairs(ns.header, "--header")
+        context = _pairs(ns.context, "--context")
+        answer = client.send_result(
+            ns.tenant,
+            ns.event_type,
+            payload,
+            target_url=ns.target_url,
+            custom_headers=headers,
+            severity=ns.severity,
+            context=context,
+            event_id=ns.event_id,
+        )
+        if ns.json:
+            _print_json(answer)
+        elif answer.get("duplicate"):
+            print(f"duplicate {answer['event_id']} (already {answer.get('status')}; not sent again)")
+        elif answer.get("status") == "filtered":
+            print(f"filtered {answer['event_id']} (no enabled_events pattern of {ns.tenant} matches)")
+        else:
+            print(f"{answer.get('status', 'queued')} {answer['event_id']}")
+        return EXIT_OK
+
+    return _run(ns, body)
+
+
+# ---- dlq -----------------------------------------------------------------------------------
+
+
+def _row(item: dict[str, Any]) -> list[str]:
+    event = item.get("event") if isinstance(item.get("event"), dict) else {}
+    assert isinstance(event, dict)
+    attempts = item.get("attempts")
+    n = len(attempts) if isinstance(attempts, list) else attempts
+    return [
+        str(item.get("event_id") or event.get("id") or "?"),
+        str(item.get("tenant_id") or event.get("tenant_id") or "?"),
+        str(event.get("event_type") or "?"),
+        str(n if n is not None else "?"),
+        str(item.get("failed_at") or "?"),
+        str(item.get("failure_reason") or ""),
+    ]
+
+
+def _table(rows: list[list[str]]) -> str:
+    header = ["EVENT ID", "TENANT", "TYPE", "ATTEMPTS", "FAILED AT", "REASON"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    lines = []
+    for r in [header, *rows]:
+        cells = [c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)]
+        lines.append("  ".join([*cells, r[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+def _cmd_dlq_list(ns: argparse.Namespace) -> int:
+    def body(client: RelayClient) -> int:
+        items = client.dead_letters(ns.tenant, limit=ns.page_size)
+        if ns.json:
+            _print_json(items)
+        elif not items:
+            scope = f" for tenant {ns.tenant}" if ns.tenant else ""
+            print(f"no dead letters{scope}")
+        else:
+            print(_table([_row(i) for i in items]))
+            print(f"{len(items)} dead letter(s)")
+        return EXIT_OK
+
+    return _run(ns, body)
+
+
+def _cmd_dlq_retry(ns: argparse.Namespace) -> int:
+    def body(client: RelayClient) -> int:
+        answer = client.retry(ns.event_id)
+        if ns.json:
+            _print_json(answer)
+        else:
+            print(f"requeued {answer.get('event_id', ns.event_id)}")
+        return EXIT_OK
+
+    return _run(ns, body)
+
+
+def _cmd_dlq_retry_all(ns: argparse.Namespace) -> int:
+    def body(client: RelayClient) -> int:
+        n = client.retry_all(ns.tenant)
+        if ns.json:
+            _print_json({"requeued": n})
+        else:
+            scope = f" of tenant {ns.tenant}" if ns.tenant else ""
+            print(f"requeued {n} dead letter(s){scope}")
+        return EXIT_OK
+
+    return _run(ns, body)
+
+
+def _cmd_dlq_purge(ns: argparse.Namespace) -> int:
+    def body(client: RelayClient) -> int:
+        n = client.purge(ns.tenant)
+        if ns.json:
+            _print_json({"purged": n})
+        else:
+            scope = f" of tenant {ns.tenant}" if ns.tenant else ""
+            print(f"purged {n} dead letter(s){scope}")
+        return EXIT_OK
+
+    return _run(ns, body)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError("must be between 1 and 1000")
+    return value
+
+
+# ---- registration --------------------------------------------------------------------------
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `send` and `dlq` to the `hookrelay` parser's subcommands."""
+    send = sub.add_parser(
+        "send",
+        help="publish one event to a running daemon",
+        description="Publish one event. Prints `queued <event_id>` (or the JSON answer with --json).",
+    )
+    send.add_argument("--tenant", required=True, help="tenant_id")
+    send.add_argument("--type", dest="event_type", required=True, metavar="EVENT_TYPE", help="event_type")
+    send.add_argument("--payload", required=True, help="JSON payload; @FILE reads a file, - reads stdin")
+    send.add_argument("--severity", choices=SEVERITIES, help="default: Medium")
+    send.add_argument("--event-id", help="idempotency key (default: a generated evt_ id)")
+    send.add_argument("--target-url", help="deliver to this URL instead of the tenant's base_url")
+    send.add_argument("--header", action="append", default=[], metavar="K=V", help="custom header (repeat)")
+    send.add_argument("--context", action="append", default=[], metavar="K=V", help="context entry (repeat)")
+    _add_connection_args(send)
+    send.set_defaults(func=_cmd_send)
+
+    dlq = sub.add_parser("dlq", help="inspect and replay the dead-letter queue of a running daemon")
+    dsub = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+
+    ls = dsub.add_parser("list", help="list dead letters, oldest first")
+    ls.add_argument("--tenant", help="only this tenant's")
+    ls.add_argument(
+        "--page-size", type=_positive, default=100, help="dead letters fetched per request (all are listed)"
+    )
+    _add_connection_args(ls)
+    ls.set_defaults(func=_cmd_dlq_list)
+
+    rt = dsub.add_parser("retry", help="requeue one dead letter")
+    rt.add_argument("event_id", metavar="EVENT_ID")
+    _add_connection_args(rt)
+    rt.set_defaults(func=_cmd_dlq_retry)
+
+    ra = dsub.add_parser("retry-all", help="requeue every dead letter (of one tenant)")
+    ra.add_argument("--tenant", help="only this tenant's")
+    _add_connection_args(ra)
+    ra.set_defaults(func=_cmd_dlq_retry_all)
+
+    pg = dsub.add_parser("purge", help="delete every dead letter (of one tenant)")
+    pg.add_argument("--tenant", help="only this tenant's")
+    _add_connection_args(pg)
+    pg.set_defaults(func=_cmd_dlq_purge)

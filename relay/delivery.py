@@ -1,0 +1,544 @@
+"""The delivery engine: per-tenant scheduling, attempts, retries, dead letters.
+
+Each tenant has its own queues, in-flight limit, circuit breaker and rate limit, and its own
+scheduler task, so a slow or failing tenant never delays another tenant's deliveries. Within a
+tenant, due events go out highest severity first, then in arrival order.
+
+The engine owns the in-memory index of live events; payloads stay in the journal on disk and are
+read back (one pread) when an attempt starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from relay.config import Snapshot, TenantConfig
+from relay.dispatch import EgressPolicy, Outcome, build_headers, make_session, post
+from relay.events import (
+    SEVERITY_NAME,
+    Attempt,
+    decode_attempt,
+    decode_stored,
+    encode_attempt,
+    rfc3339,
+)
+from relay.journal import Journal, JournalUnavailable, Recovered
+from relay.metrics import Metrics, TenantGauges
+
+log = logging.getLogger("relay.delivery")
+
+RECENT_SETTLED = 10_000  # settled events whose status and attempts /events/{id} can still show
+
+
+class Entry:
+    """One live event in RAM: no payload, just what scheduling and the API need."""
+
+    __slots__ = (
+        "accepted_at",
+        "attempts",
+        "dead_reason",
+        "event_id",
+        "failed_at",
+        "next_due",
+        "seq",
+        "severity",
+        "state",
+        "tenant_id",
+    )
+
+    def __init__(self, event_id: str, tenant_id: str, severity: int, accepted_at: float) -> None:
+        self.event_id = event_id
+        self.tenant_id = tenant_id
+        self.severity = severity
+        self.accepted_at = accepted_at
+        self.attempts: list[Attempt] = []
+        self.next_due: float | None = None
+        self.state = "queued"  # queued | delivering | retrying | dead | delivered
+        self.dead_reason: str | None = None
+        self.failed_at: float | None = None
+        self.seq = 0  # heap entries carrying another seq are stale
+
+
+@dataclass
+class Settled:
+    tenant_id: str
+    state: str
+    attempts: list[Attempt]
+
+
+@dataclass
+class Breaker:
+    """Consecutive-failure ejection with a growing cool-down and one half-open probe."""
+
+    failures: int = 0
+    trips: int = 0
+    open_until: float = 0.0
+    probing: bool = False
+
+    def is_open(self, now: float) -> bool:
+        return self.open_until > now or self.probing
+
+
+@dataclass
+class TenantStats:
+    total: int = 0
+    delivered: int = 0
+    failed: int = 0
+    response_ms_sum: float = 0.0
+    responses: int = 0
+
+
+@dataclass
+class TenantState:
+    tenant_id: str
+    ready: list[tuple[int, int, str]] = field(default_factory=list)  # (-severity, seq, id)
+    delayed: list[tuple[float, int, str]] = field(default_factory=list)  # (due, seq, id)
+    pending: dict[str, Entry] = field(default_factory=dict)  # not dead, in arrival order
+    in_flight: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    breaker: Breaker = field(default_factory=Breaker)
+    stats: TenantStats = field(default_factory=TenantStats)
+    tokens: float = 0.0
+    tokens_at: float = 0.0
+
+    def retrying(self) -> int:
+        return sum(1 for e in self.pending.values() if e.attempts)
+
+
+class DeliveryEngine:
+    def __init__(
+        self,
+        journal: Journal,
+        config: Callable[[], Snapshot],
+        metrics: Metrics,
+        *,
+        egress: EgressPolicy | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.journal = journal
+        self._config = config
+        self.metrics = metrics
+        self.egress = egress or EgressPolicy()
+        self._rand = rand
+        self.entries: dict[str, Entry] = {}
+        self.dead: dict[str, Entry] = {}
+        self.tenants: dict[str, TenantState] = {}
+        self._settled_ids: set[str] = set()
+        self._recent: OrderedDict[str, Settled] = OrderedDict()
+        self._seq = itertools.count(1)
+        self._attempt_tasks: set[asyncio.Task[None]] = set()
+        self._bg: set[asyncio.Task[Any]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._stopping = False
+        metrics.watch_engine(self.gauges)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def restore(self, rec: Recovered) -> None:
+        """Rebuild the index from the journal before serving."""
+        self._settled_ids = set(rec.settled_ids)
+        for live in rec.live:
+            e = Entry(live.event_id, live.tenant_id, live.severity, live.accepted_at)
+            e.attempts = [decode_attempt(b) for b in live.attempts]
+            self.entries[e.event_id] = e
+            ts = self._tenant(e.tenant_id)
+            if live.dead:
+                e.state = "dead"
+                e.dead_reason = live.dead_reason
+                e.failed_at = live.failed_at
+                self.dead[e.event_id] = e
+            else:
+                e.state = "retrying" if e.attempts else "queued"
+                ts.pending[e.event_id] = e
+                self._schedule(ts, e, live.next_due)
+
+    async def start(self) -> None:
+        self._session = make_session(self.egress)
+        # Events of tenants no longer configured go to the dead-letter queue, as a reload would do.
+        self.apply_config(self._config())
+        for ts in self.tenants.values():
+            self._ensure_task(ts)
+
+    async def stop(self, grace: float) -> int:
+        """Stop starting attempts; give those in flight up to `grace` seconds; cancel the rest.
+
+        Returns how many attempts were cancelled (their events stay pending in the journal).
+        """
+        self._stopping = True
+        for ts in self.tenants.values():
+            ts.wake.set()
+        tasks = [ts.task for ts in self.tenants.values() if ts.task is not None]
+        if self._attempt_tasks:
+            await asyncio.wait(set(self._attempt_tasks), timeout=grace)
+        cancelled = 0
+        for t in [*self._attempt_tasks, *tasks]:
+            if not t.done():
+                t.cancel()
+                cancelled += 1
+        await asyncio.gather(*self._attempt_tasks, *tasks, *self._bg, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+        return cancelled
+
+    # ---- ingest ----------------------------------------------------------------------------
+
+    def lookup(self, event_id: str) -> str | None:
+        """The status of a known event id (live or recently settled), for idempotency."""
+        e = self.entries.get(event_id)
+        if e is not None:
+            return e.state
+        s = self._recent.get(event_id)
+        if s is not None:
+            return s.state
+        return "delivered" if event_id in self._settled_ids else None
+
+    async def accept(self, items: list[tuple[str, str, int, bytes]]) -> None:
+        """Journal (durably) then schedule: (event_id, tenant_id, severity, stored blob)."""
+        now = time.time()
+        await self.journal.accept([(eid, tid, sev, now, blob) for eid, tid, sev, blob in items])
+        for eid, tid, sev, _ in items:
+            e = Entry(eid, tid, sev, now)
+            self.entries[eid] = e
+            ts = self._tenant(tid)
+            ts.pending[eid] = e
+            ts.stats.total += 1
+            self._schedule(ts, e, None)
+            self._ensure_task(ts)
+
+    # ---- scheduling ------------------------------------------------------------------------
+
+    def _tenant(self, tenant_id: str) -> TenantState:
+        ts = self.tenants.get(tenant_id)
+        if ts is None:
+            ts = self.tenants[tenant_id] = TenantState(tenant_id)
+        return ts
+
+    def _ensure_task(self, ts: TenantState) -> None:
+        if ts.task is None and self._session is not None and not self._stopping:
+            ts.task = asyncio.create_task(self._run_tenant(ts), name=f"tenant:{ts.tenant_id}")
+
+    def _schedule(self, ts: TenantState, e: Entry, due: float | None) -> None:
+        e.seq = next(self._seq)
+        e.next_due = due
+        if due is None or due <= time.time():
+            heapq.heappush(ts.ready, (-e.severity, e.seq, e.event_id))
+        else:
+            heapq.heappush(ts.delayed, (due, e.seq, e.event_id))
+        ts.wake.set()
+
+    def _live(self, eid: str, seq: int) -> Entry | None:
+        e = self.entries.get(eid)
+        if e is None or e.seq != seq or e.state not in ("queued", "retrying"):
+            return None
+        return e
+
+    async def _run_tenant(self, ts: TenantState) -> None:
+        while not self._stopping:
+            ts.wake.clear()
+            now = time.time()
+            while ts.delayed and ts.delayed[0][0] <= now:
+                _, seq, eid = heapq.heappop(ts.delayed)
+                e = self._live(eid, seq)
+                if e is not None:
+                    heapq.heappush(ts.ready, (-e.severity, seq, eid))
+            cfg = self._config().tenants.get(ts.tenant_id)
+            wait: float | None = None
+            if cfg is not None and cfg.active:
+                wait = self._dispatch_ready(ts, cfg, now)
+            if ts.delayed:
+                until = max(0.0, ts.delayed[0][0] - now)
+                wait = until if wait is None else min(wait, until)
+            try:
+                async with asyncio.timeout(wait):
+                    await ts.wake.wait()
+            except TimeoutError:
+                pass
+
+    def _dispatch_ready(self, ts: TenantState, cfg: TenantConfig, now: float) -> float | None:
+        """Start attempts while limits allow; return how long until a limit may lift (None: on wake)."""
+        cb = cfg.circuit_breaker
+        br = ts.breaker
+        while ts.ready and ts.in_flight < cfg.max_in_flight:
+            if cb.enabled and br.is_open(now):
+                if br.probing:
+                    return None
+                return br.open_until - now
+            if cfg.rate_limit_per_second:
+                rate = cfg.rate_limit_per_second
+                burst = max(1.0, rate)
+                ts.tokens = min(burst, ts.tokens + (now - ts.tokens_at) * rate)
+                ts.tokens_at = now
+                if ts.tokens < 1.0:
+                    return (1.0 - ts.tokens) / rate
+                ts.tokens -= 1.0
+            _, seq, eid = heapq.heappop(ts.ready)
+            e = self._live(eid, seq)
+            if e is None:
+                continue
+            if cb.enabled and br.open_until and br.open_until <= now:
+                br.probing = True  # half-open: this attempt alone decides
+            e.state = "delivering"
+            ts.in_flight += 1
+            task = asyncio.create_task(self._attempt(ts, e))
+            self._attempt_tasks.add(task)
+            task.add_done_callback(self._attempt_tasks.discard)
+        return None
+
+    # ---- one attempt -----------------------------------------------------------------------
+
+    async def _attempt(self, ts: TenantState, e: Entry) -> None:
+        try:
+            await self._attempt_inner(ts, e)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Keep the event: put it back and retry later rather than lose it to a bug or disk error.
+            log.exception("attempt for %s failed unexpectedly; will retry", e.event_id)
+            if e.state == "delivering":
+                e.state = "retrying" if e.attempts else "queued"
+                self._schedule(ts, e, time.time() + 5.0)
+        finally:
+            ts.in_flight -= 1
+            ts.wake.set()
+
+    async def _attempt_inner(self, ts: TenantState, e: Entry) -> None:
+        cfg = self._config().tenants.get(e.tenant_id)
+        if cfg is None:
+            await self._to_dead(ts, e, "tenant removed")
+            return
+        assert self._session is not None
+        stored = decode_stored(self.journal.read_blob(e.event_id))
+        n = len(e.attempts) + 1
+        started = time.time()
+        headers = build_headers(cfg, stored, e.event_id, int(started))
+        url = stored.target_url or cfg.base_url
+        log.debug(
+            "Tentativa %d para evento %s - Tenant: %s",
+            n,
+            e.event_id,
+            e.tenant_id,
+            extra={"event_id": e.event_id, "tenant": e.tenant_id, "attempt": n},
+        )
+        out = await post(self._session, url, stored.envelope, headers, cfg.timeout_seconds, self.egress)
+        self._observe(ts, cfg, out)
+        attempt = Attempt(
+            attempt=n,
+            at=rfc3339(started),
+            status_code=out.status,
+            error=out.error,
+            duration_ms=round(out.duration * 1000, 3),
+            response_body=out.body,
+        )
+        e.attempts.append(attempt)
+        fields = {
+            "event_id": e.event_id,
+            "tenant": e.tenant_id,
+            "attempt": n,
+            "status": out.status,
+            "duration_ms": round(out.duration * 1000, 1),
+        }
+        if out.ok:
+            await self.journal.delivered(e.event_id)
+            self._settle(ts, e, "delivered")
+            ts.stats.delivered += 1
+            self.metrics.delivered.labels(tenant=e.tenant_id).inc()
+            self.metrics.latency.labels(tenant=e.tenant_id).observe(max(0.0, time.time() - e.accepted_at))
+            msg = "Webhook delivered - Event: %s, Status: %s, Time: %dms"
+            if n > 1:
+                msg = f"Webhook delivered after {n} attempts - Event: %s, Status: %s, Time: %dms"
+            log.info(msg, e.event_id, out.status, out.duration * 1000, extra=fields)
+            return
+        log.warning(
+            "Webhook failed - Event: %s, Status: %s, Time: %dms, Error: %s",
+            e.event_id,
+            out.status if out.status is not None else "-",
+            out.duration * 1000,
+            out.error,
+            extra=fields,
+        )
+        final = out.final
+        if final is None and n > cfg.retry_policy.max_retries:
+            final = f"max retries exceeded: {n} attempts, last error: {out.error}"
+        if final is not None:
+            await self._to_dead(ts, e, final, attempt)
+            return
+        delay = cfg.retry_policy.delay(n, self._rand)
+        if out.retry_after is not None:
+            delay = max(delay, min(out.retry_after, cfg.retry_policy.max_delay_seconds))
+        due = time.time() + delay
+        await self.journal.attempt(e.event_id, encode_attempt(attempt), due)
+        e.state = "retrying"
+        log.info("Webhook failed, scheduled for retry in %.2fs - Event: %s", delay, e.event_id, extra=fields)
+        self._schedule(ts, e, due)
+
+    def _observe(self, ts: TenantState, cfg: TenantConfig, out: Outcome) -> None:
+        tenant = cfg.tenant_id
+        outcome = "connection_error" if out.kind == "refused" else out.kind
+        self.metrics.attempts.labels(tenant=tenant, outcome=outcome).inc()
+        if out.status is not None:
+            self.metrics.duration.labels(tenant=tenant).observe(out.duration)
+            ts.stats.response_ms_sum += out.duration * 1000
+            ts.stats.responses += 1
+        br = ts.breaker
+        if out.ok or out.status == 410:
+            br.failures = br.trips = 0
+            br.open_until = 0.0
+            br.probing = False
+            return
+        br.failures += 1
+        cb = cfg.circuit_breaker
+        if cb.enabled and (br.probing or br.failures >= cb.failure_threshold):
+            # Each trip doubles the cool-down, capped by the policy's longest delay.
+            base = max(cfg.retry_policy.initial_delay_seconds, 0.05)
+            cool = min(base * (2.0**br.trips), cfg.retry_policy.max_delay_seconds)
+            br.trips += 1
+            br.open_until = time.time() + cool
+            br.probing = False
+            log.warning(
+                "Circuit opened for tenant %s for %.2fs after %d consecutive failures",
+                tenant,
+                cool,
+                br.failures,
+                extra={"tenant": tenant},
+            )
+
+    async def _to_dead(self, ts: TenantState, e: Entry, reason: str, last: Attempt | None = None) -> None:
+        now = time.time()
+        if last is not None:
+            # The final attempt goes in the same durable step as the verdict.
+            await self.journal.attempt(e.event_id, encode_attempt(last), None)
+        await self.journal.dead(e.event_id, reason, now)
+        ts.pending.pop(e.event_id, None)
+        e.state = "dead"
+        e.dead_reason = reason
+        e.failed_at = now
+        e.seq = 0
+        self.dead[e.event_id] = e
+        ts.stats.failed += 1
+        self.metrics.dead_lettered.labels(tenant=e.tenant_id).inc()
+        log.error(
+            "Webhook moved to dead-letter queue - Event: %s, Reason: %s",
+            e.event_id,
+            reason,
+            extra={"event_id": e.event_id, "tenant": e.tenant_id, "attempt": len(e.attempts)},
+        )
+
+    def _settle(self, ts: TenantState, e: Entry, state: str) -> None:
+        ts.pending.pop(e.event_id, None)
+        self.entries.pop(e.event_id, None)
+        self.dead.pop(e.event_id, None)
+        e.state = state
+        self._settled_ids.add(e.event_id)
+        self._recent[e.event_id] = Settled(e.tenant_id, state, e.attempts)
+        if len(self._recent) > RECENT_SETTLED:
+            self._recent.popitem(last=False)
+
+    # ---- config changes --------------------------------------------------------------------
+
+    def apply_config(self, snap: Snapshot) -> None:
+        """Called after a new snapshot is in force. Removed tenants' pending events go to the DLQ."""
+        for tid, ts in self.tenants.items():
+            if tid not in snap.tenants:
+                for e in list(ts.pending.values()):
+                    if e.state in ("queued", "retrying"):
+                        e.state = "delivering"  # claimed: no attempt may start while it moves
+                        self._spawn(self._to_dead(ts, e, "tenant removed"))
+            ts.wake.set()
+            self._ensure_task(ts)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    # ---- management ------------------------------------------------------------------------
+
+    async def requeue(self, event_id: str) -> bool:
+        e = self.dead.get(event_id)
+        if e is None:
+            return False
+        await self.journal.requeue(event_id)
+        del self.dead[event_id]
+        e.state = "retrying" if e.attempts else "queued"
+        e.dead_reason = e.failed_at = None
+        ts = self._tenant(e.tenant_id)
+        ts.pending[event_id] = e
+        ts.breaker = Breaker()  # an operator asked for delivery: give the endpoint a fresh chance
+        # A replayed event gets a fresh retry budget: its earlier attempts stay on record.
+        e.attempts = []
+        self._schedule(ts, e, None)
+        self._ensure_task(ts)
+        return True
+
+    async def purge(self, event_id: str) -> bool:
+        e = self.dead.get(event_id)
+        if e is None:
+            return False
+        await self.journal.purge(event_id)
+        self._settle(self._tenant(e.tenant_id), e, "purged")
+        return True
+
+    def dead_letters(self, tenant_id: str | None) -> Iterator[Entry]:
+        items = (e for e in self.dead.values() if tenant_id is None or e.tenant_id == tenant_id)
+        return iter(sorted(items, key=lambda e: (e.failed_at or 0.0, e.event_id)))
+
+    def event_view(self, event_id: str) -> dict[str, Any] | None:
+        e = self.entries.get(event_id)
+        if e is not None:
+            return {"event_id": event_id, "tenant_id": e.tenant_id, "status": e.state, "attempts": e.attempts}
+        s = self._recent.get(event_id)
+        if s is not None:
+            return {"event_id": event_id, "tenant_id": s.tenant_id, "status": s.state, "attempts": s.attempts}
+        return None
+
+    def read_event(self, event_id: str) -> msgspec.Raw:
+        return msgspec.Raw(decode_stored(self.journal.read_blob(event_id)).envelope)
+
+    def tenant_metrics(self, tenant_id: str) -> dict[str, Any]:
+        ts = self.tenants.get(tenant_id) or TenantState(tenant_id)
+        st = ts.stats
+        dead = sum(1 for e in self.dead.values() if e.tenant_id == tenant_id)
+        return {
+            "tenant_id": tenant_id,
+            "total_events": st.total,
+            "successful_events": st.delivered,
+            "failed_events": st.failed,
+            "pending_retries": ts.retrying(),
+            "pending_events": len(ts.pending),
+            "dead_letter_count": dead,
+            "avg_response_time_ms": round(st.response_ms_sum / st.responses, 3) if st.responses else 0.0,
+            "circuit_open": ts.breaker.is_open(time.time()),
+            "last_updated": rfc3339(time.time(), millis=False),
+        }
+
+    def gauges(self) -> dict[str, TenantGauges]:
+        now = time.time()
+        dead: dict[str, int] = {}
+        for e in self.dead.values():
+            dead[e.tenant_id] = dead.get(e.tenant_id, 0) + 1
+        out: dict[str, TenantGauges] = {}
+        for tid, ts in self.tenants.items():
+            oldest = next(iter(ts.pending.values()), None)
+            out[tid] = TenantGauges(
+                pending=len(ts.pending),
+                dead=dead.get(tid, 0),
+                oldest_pending_age=max(0.0, now - oldest.accepted_at) if oldest else 0.0,
+                circuit_open=ts.breaker.is_open(now),
+            )
+        return out
+
+
+__all__ = ["SEVERITY_NAME", "DeliveryEngine", "Entry", "JournalUnavailable"]

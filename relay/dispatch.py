@@ -1,0 +1,226 @@
+"""One delivery attempt: headers, signature, auth, the egress guard, the POST, and its outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from multidict import CIMultiDict
+
+from relay import __version__
+from relay.config import TenantConfig
+from relay.events import StoredEvent
+from relay.signing import sign, standard_webhooks_sign
+
+USER_AGENT = f"hookrelay/{__version__}"
+MAX_BODY_READ = 64 * 1024  # read at most this much of a receiver's answer
+KEEP_BODY = 1024  # and keep this much of it in the attempt record
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Cloud metadata services and link-local ranges: reachable from a pod, never a webhook target.
+ALWAYS_DENIED: tuple[Network, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32", "0.0.0.0/8")
+)
+PRIVATE: tuple[Network, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "127.0.0.0/8",
+        "::1/128",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "fc00::/7",
+        "::/128",
+    )
+)
+
+
+class TargetRefused(OSError):
+    """The target resolves only to addresses the egress policy forbids."""
+
+
+@dataclass(frozen=True)
+class EgressPolicy:
+    deny_private: bool = False
+    allow: tuple[Network, ...] = ()
+
+    def refusal(self, address: str) -> str | None:
+        """Why `address` may not be contacted, or None when it may."""
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return None
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if any(ip in net for net in self.allow):
+            return None
+        if any(ip in net for net in ALWAYS_DENIED):
+            return f"target address {ip} is link-local or a cloud metadata address (see --allow-target-cidr)"
+        if self.deny_private and any(ip in net for net in PRIVATE):
+            return f"target address {ip} is private or loopback and --deny-private-targets is set"
+        return None
+
+
+class GuardedResolver(AbstractResolver):
+    """Checks every resolved address, so a DNS name cannot smuggle a request to a metadata service."""
+
+    def __init__(self, policy: EgressPolicy) -> None:
+        self._policy = policy
+        self._inner = aiohttp.DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        allowed = [r for r in results if self._policy.refusal(r["host"]) is None]
+        if not allowed:
+            reason = self._policy.refusal(results[0]["host"]) if results else "no address"
+            raise TargetRefused(f"{host}: {reason}")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def make_session(policy: EgressPolicy) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        limit=0,  # concurrency is bounded per tenant by max_in_flight instead
+        limit_per_host=0,
+        ttl_dns_cache=60,
+        keepalive_timeout=30,
+        resolver=GuardedResolver(policy),
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        raise_for_status=False,
+    )
+
+
+@dataclass(slots=True)
+class Outcome:
+    kind: str  # success | http_error | timeout | connection_error | refused
+    status: int | None
+    error: str | None
+    duration: float
+    retry_after: float | None = None
+    body: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == "success"
+
+    @property
+    def final(self) -> str | None:
+        """A reason to stop retrying now, or None."""
+        if self.status == 410:
+            return "receiver answered 410 Gone: it asked for no more deliveries"
+        if self.kind == "refused":
+            return f"target refused by egress policy: {self.error}"
+        return None
+
+
+def build_headers(cfg: TenantConfig, ev: StoredEvent, event_id: str, now: int) -> CIMultiDict[str]:
+    h: CIMultiDict[str] = CIMultiDict()
+    h["Content-Type"] = "application/json"
+    h["User-Agent"] = USER_AGENT
+    for name, value in cfg.default_headers.items():
+        h[name] = value
+    for name, value in (ev.custom_headers or {}).items():
+        h[name] = value
+    if cfg.auth_config is not None:
+        name, value = cfg.auth_config.header()
+        h[name] = value
+    # Set last: nothing configured or sent by the app can override identity or signature.
+    body = ev.envelope
+    secrets_ = cfg.signing_secrets()
+    h["Content-Type"] = "application/json"
+    h["X-Webhook-Signature"] = ",".join(sign(body, s) for s in secrets_)
+    h["X-Event-Type"] = ev.event_type
+    h["X-Event-ID"] = event_id
+    h["X-Tenant-ID"] = cfg.tenant_id
+    h["X-Timestamp"] = str(now)
+    if "standard-webhooks" in cfg.signature_schemes:
+        h["webhook-id"] = event_id
+        h["webhook-timestamp"] = str(now)
+        h["webhook-signature"] = " ".join(
+            standard_webhooks_sign(event_id, now, body, s) for s in secrets_ if s.startswith("whsec_")
+        )
+    return h
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:300]
+
+
+async def post(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: CIMultiDict[str],
+    timeout: float,
+    policy: EgressPolicy,
+) -> Outcome:
+    start = time.perf_counter()
+    host = urlsplit(url).hostname or ""
+    # IP literals never reach the resolver, so check them here.
+    refused = policy.refusal(host.strip("[]"))
+    if refused:
+        return Outcome("refused", None, refused, 0.0)
+    status: int | None = None
+    try:
+        async with session.post(
+            url,
+            data=body,
+            headers=headers,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as resp:
+            status = resp.status
+            data = bytearray()
+            while len(data) < MAX_BODY_READ:
+                chunk = await resp.content.read(MAX_BODY_READ - len(data))
+                if not chunk:
+                    break
+                data += chunk
+            duration = time.perf_counter() - start
+            retry_after = None
+            if status in (429, 503):
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"), time.time())
+            if 200 <= status < 300:
+                return Outcome("success", status, None, duration)
+            text = bytes(data[:KEEP_BODY]).decode("utf-8", "replace")
+            return Outcome("http_error", status, f"HTTP {status}", duration, retry_after, text or None)
+    except TimeoutError:
+        return Outcome("timeout", status, f"timed out after {timeout:g}s", time.perf_counter() - start)
+    except aiohttp.ClientConnectorError as exc:
+        duration = time.perf_counter() - start
+        if isinstance(exc.os_error, TargetRefused):
+            return Outcome("refused", None, str(exc.os_error), duration)
+        return Outcome("connection_error", None, _describe(exc), duration)
+    except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
+        return Outcome("connection_error", status, _describe(exc), time.perf_counter() - start)

@@ -1,0 +1,140 @@
+"""Events as they travel through hookrelay: the ingest request, the stored record, the envelope.
+
+The envelope bytes are built once at ingest and stored in the journal; the dispatcher sends (and
+signs) those exact bytes on every attempt, so a retry never re-encodes and never differs.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Literal
+
+import msgspec
+
+Severity = Literal["Low", "Medium", "High", "Critical"]
+SEVERITY_RANK: dict[str, int] = {"Low": 0, "Medium": 1, "High": 2, "Critical": 3}
+SEVERITY_NAME: tuple[str, ...] = ("Low", "Medium", "High", "Critical")
+
+EVENT_ID_RE = re.compile(r"[A-Za-z0-9._:~-]{1,128}\Z")
+HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}\Z")
+MAX_HEADER_VALUE = 8192
+MAX_CUSTOM_HEADERS = 64
+
+# Headers a sender may not set: they carry the signature, identity and framing of the request.
+RESERVED_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "X-Webhook-Signature",
+        "X-Tenant-ID",
+        "X-Timestamp",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "Host",
+        "Content-Length",
+        "Transfer-Encoding",
+        "Connection",
+        "Content-Type",
+    )
+)
+
+
+class SendRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of POST /api/v1/webhooks/send (and each item of /send-batch)."""
+
+    tenant_id: str
+    event_type: str
+    payload: msgspec.Raw
+    target_url: str | None = None
+    custom_headers: dict[str, str] | None = None
+    severity: Severity = "Medium"
+    context: dict[str, str] | None = None
+    event_id: str | None = None
+
+
+class BatchRequest(msgspec.Struct, forbid_unknown_fields=True):
+    events: list[msgspec.Raw]
+
+
+class Envelope(msgspec.Struct):
+    """The delivered body, field order as in SPEC §4."""
+
+    id: str
+    event_type: str
+    tenant_id: str
+    created_at: str
+    severity: str
+    context: dict[str, str]
+    payload: msgspec.Raw
+
+
+class StoredEvent(msgspec.Struct, array_like=True):
+    """What the journal keeps for an accepted event (msgpack, positional for compactness)."""
+
+    envelope: bytes
+    event_type: str
+    target_url: str | None
+    custom_headers: dict[str, str] | None
+
+
+class Attempt(msgspec.Struct, omit_defaults=True):
+    attempt: int
+    at: str
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+    response_body: str | None = None
+
+
+_stored_encoder = msgspec.msgpack.Encoder()
+_stored_decoder = msgspec.msgpack.Decoder(StoredEvent)
+_json_encoder = msgspec.json.Encoder()
+_attempt_decoder = msgspec.json.Decoder(Attempt)
+_envelope_decoder = msgspec.json.Decoder(Envelope)
+
+
+def new_event_id() -> str:
+    return "evt_" + secrets.token_hex(12)
+
+
+def rfc3339(ts: float, *, millis: bool = True) -> str:
+    dt = datetime.fromtimestamp(ts, UTC)
+    if millis:
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_envelope(req: SendRequest, event_id: str, now: float | None = None) -> bytes:
+    env = Envelope(
+        id=event_id,
+        event_type=req.event_type,
+        tenant_id=req.tenant_id,
+        created_at=rfc3339(time.time() if now is None else now),
+        severity=req.severity,
+        context=req.context or {},
+        payload=req.payload,
+    )
+    return _json_encoder.encode(env)
+
+
+def encode_stored(ev: StoredEvent) -> bytes:
+    return _stored_encoder.encode(ev)
+
+
+def decode_stored(blob: bytes) -> StoredEvent:
+    return _stored_decoder.decode(blob)
+
+
+def encode_attempt(a: Attempt) -> bytes:
+    return _json_encoder.encode(a)
+
+
+def decode_attempt(blob: bytes) -> Attempt:
+    return _attempt_decoder.decode(blob)
+
+
+def decode_envelope(data: bytes) -> Envelope:
+    return _envelope_decoder.decode(data)

@@ -1,0 +1,89 @@
+"""Validation of /send requests: everything a request can get wrong, named by field."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+import msgspec
+
+from relay.errors import ApiError
+from relay.events import (
+    EVENT_ID_RE,
+    HEADER_NAME_RE,
+    MAX_CUSTOM_HEADERS,
+    MAX_HEADER_VALUE,
+    RESERVED_HEADERS,
+    SendRequest,
+)
+
+_send_decoder = msgspec.json.Decoder(SendRequest)
+_PATH_RE = re.compile(r"at `\$(.*)`$")
+MAX_EVENT_TYPE = 256
+MAX_CONTEXT_ITEMS = 64
+
+
+def invalid(field: str, message: str) -> ApiError:
+    return ApiError(422, "invalid_field", f"{field}: {message}", {"field": field})
+
+
+def _field_of(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """`Expected `str`, got `int` - at `$.context.a`` -> ("context.a", "Expected `str`, got `int`")."""
+    text = str(exc)
+    m = _PATH_RE.search(text)
+    path = m.group(1).lstrip(".") if m else ""
+    message = text[: m.start()].rstrip(" -") if m else text
+    if not path:
+        missing = re.search(r"missing required field `(\w+)`", text)
+        unknown = re.search(r"unknown field `(\w+)`", text)
+        path = (missing or unknown).group(1) if (missing or unknown) else "body"  # type: ignore[union-attr]
+    return path, message
+
+
+def decode_send(body: bytes | msgspec.Raw) -> SendRequest:
+    try:
+        req = _send_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        field, message = _field_of(exc)
+        raise invalid(field, message) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "bad_json", f"request body is not valid JSON: {exc}") from None
+    validate(req)
+    return req
+
+
+def _check_header(field: str, name: str, value: str) -> None:
+    if not HEADER_NAME_RE.match(name):
+        raise invalid(field, "not a valid HTTP header name")
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise invalid(field, "header values may not contain CR, LF or NUL")
+    if len(value) > MAX_HEADER_VALUE:
+        raise invalid(field, f"header value longer than {MAX_HEADER_VALUE} characters")
+
+
+def validate(req: SendRequest) -> None:
+    if not req.tenant_id:
+        raise invalid("tenant_id", "must not be empty")
+    if not req.event_type or len(req.event_type) > MAX_EVENT_TYPE:
+        raise invalid("event_type", f"must be 1 to {MAX_EVENT_TYPE} characters")
+    if any(c in req.event_type for c in "\r\n\0"):
+        raise invalid("event_type", "may not contain CR, LF or NUL")
+    if req.event_id is not None and not EVENT_ID_RE.match(req.event_id):
+        raise invalid("event_id", "must be 1 to 128 characters of A-Z a-z 0-9 . _ : ~ -")
+    if req.target_url is not None:
+        parts = urlsplit(req.target_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise invalid("target_url", "must be an absolute http:// or https:// URL")
+        if any(c in req.target_url for c in "\r\n\0 "):
+            raise invalid("target_url", "may not contain whitespace or control characters")
+    if req.custom_headers:
+        if len(req.custom_headers) > MAX_CUSTOM_HEADERS:
+            raise invalid("custom_headers", f"at most {MAX_CUSTOM_HEADERS} headers")
+        for name, value in req.custom_headers.items():
+            field = f"custom_headers.{name}"
+            _check_header(field, name, value)
+            low = name.lower()
+            if low in RESERVED_HEADERS or low.startswith("x-event-"):
+                raise invalid(field, "this header is set by hookrelay and cannot be overridden")
+    if req.context and len(req.context) > MAX_CONTEXT_ITEMS:
+        raise invalid("context", f"at most {MAX_CONTEXT_ITEMS} entries")

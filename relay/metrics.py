@@ -1,0 +1,116 @@
+"""Prometheus collectors (SPEC §6), all on an injected registry so tests get a fresh one.
+
+Labels stay bounded: tenant, outcome, result. Never an event id or a URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+# Webhook receivers answer in milliseconds to tens of seconds (the default timeout is 30 s).
+DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# End to end includes retries with backoff: minutes to hours.
+LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0)
+FSYNC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class TenantGauges:
+    """Point-in-time figures the engine reports at scrape time."""
+
+    pending: int
+    dead: int
+    oldest_pending_age: float
+    circuit_open: bool
+
+
+class _EngineCollector(Collector):
+    """Gauges read from the engine when scraped, so they can never drift from the truth."""
+
+    def __init__(self, source: Callable[[], dict[str, TenantGauges]]) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        pending = GaugeMetricFamily("hookrelay_pending_events", "Events waiting for delivery", labels=["tenant"])
+        dead = GaugeMetricFamily(
+            "hookrelay_dead_letter_events", "Events in the dead-letter queue now", labels=["tenant"]
+        )
+        oldest = GaugeMetricFamily(
+            "hookrelay_oldest_pending_age_seconds",
+            "Age of the oldest event still waiting for delivery (0 when none)",
+            labels=["tenant"],
+        )
+        circuit = GaugeMetricFamily(
+            "hookrelay_circuit_open", "1 while the tenant's circuit breaker is open", labels=["tenant"]
+        )
+        for tenant, g in sorted(self._source().items()):
+            pending.add_metric([tenant], g.pending)
+            dead.add_metric([tenant], g.dead)
+            oldest.add_metric([tenant], g.oldest_pending_age)
+            circuit.add_metric([tenant], 1.0 if g.circuit_open else 0.0)
+        yield from (pending, dead, oldest, circuit)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.received = Counter("hookrelay_events_received", "Events accepted into the journal", ["tenant"], registry=r)
+        self.filtered = Counter(
+            "hookrelay_events_filtered", "Events not matching any enabled pattern", ["tenant"], registry=r
+        )
+        self.attempts = Counter(
+            "hookrelay_delivery_attempts", "Delivery attempts by outcome", ["tenant", "outcome"], registry=r
+        )
+        self.delivered = Counter("hookrelay_events_delivered", "Events delivered (2xx)", ["tenant"], registry=r)
+        self.dead_lettered = Counter(
+            "hookrelay_events_dead_lettered", "Events moved to the dead-letter queue", ["tenant"], registry=r
+        )
+        self.duration = Histogram(
+            "hookrelay_delivery_duration_seconds",
+            "Duration of one delivery attempt",
+            ["tenant"],
+            buckets=DELIVERY_BUCKETS,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "hookrelay_delivery_latency_seconds",
+            "Time from acceptance to successful delivery",
+            ["tenant"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.journal_bytes = Gauge("hookrelay_journal_bytes", "Bytes in journal segment files", registry=r)
+        self.fsync = Histogram(
+            "hookrelay_journal_fsync_seconds", "Journal fsync latency", buckets=FSYNC_BUCKETS, registry=r
+        )
+        self.corrupt = Counter(
+            "hookrelay_journal_corrupt_records", "Journal records found corrupt and moved aside", registry=r
+        )
+        self.reloads = Counter("hookrelay_config_reloads", "Config reloads by result", ["result"], registry=r)
+        self.last_reload_ok = Gauge(
+            "hookrelay_config_last_reload_success", "1 if the last config reload succeeded", registry=r
+        )
+        self.tenants = Gauge("hookrelay_tenants", "Tenants in the live config", registry=r)
+        self.config_info = Gauge(
+            "hookrelay_config_info",
+            "Content hash of the live config (value is always 1)",
+            ["digest"],
+            registry=r,
+        )
+        for result in ("success", "failure"):
+            self.reloads.labels(result=result)
+        self.last_reload_ok.set(1)
+
+    def watch_engine(self, source: Callable[[], dict[str, TenantGauges]]) -> None:
+        self.registry.register(_EngineCollector(source))
+
+    def set_config(self, digest: str, tenants: int) -> None:
+        self.config_info.clear()
+        self.config_info.labels(digest=digest).set(1)
+        self.tenants.set(tenants)

@@ -1,0 +1,167 @@
+"""Daemon settings: `hookrelay run` flags, each also read from `HOOKRELAY_<FLAG>` (a flag wins)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from relay.errors import StartupError
+
+ENV_PREFIX = "HOOKRELAY_"
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+@dataclass
+class Settings:
+    config: Path = Path("config")
+    listen: str = "127.0.0.1:8787"
+    unix_socket: Path | None = None
+    ops_listen: str | None = None
+    data_dir: Path = Path("data")
+    log_level: str = "info"
+    log_format: str = "text"
+    read_only_config: bool = False
+    ingest_token: str | None = None
+    fsync: str = "batch"
+    max_body_bytes: int = 1_048_576
+    shutdown_grace: float = 10.0
+    dead_letter_retention: float = 30 * 86400.0
+    deny_private_targets: bool = False
+    allow_target_cidr: list[str] = field(default_factory=list)
+    config_rescan_interval: float = 30.0
+
+    def __repr__(self) -> str:
+        # The token must never reach a log line, even through a debug repr.
+        shown = {k: ("***" if k == "ingest_token" and v else v) for k, v in self.__dict__.items()}
+        return f"Settings({shown})"
+
+
+def parse_duration(text: str) -> float:
+    """`30d`, `12h`, `15m`, `90s`, `250ms` or plain seconds."""
+    m = _DURATION_RE.match(text)
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30d, 12h, 15m, 90s or seconds)")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(ENV_PREFIX + name.upper().replace("-", "_"))
+
+
+def _env_bool(name: str) -> bool:
+    return (_env(name) or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    d = Settings()
+    p.add_argument("--config", default=_env("config") or str(d.config), help="tenant YAML directory or file")
+    p.add_argument("--listen", default=_env("listen") or d.listen, help="HOST:PORT for the API")
+    p.add_argument("--unix-socket", default=_env("unix_socket"), help="also serve the API on this socket")
+    p.add_argument("--ops-listen", default=_env("ops_listen"), help="HOST:PORT serving only ops endpoints")
+    p.add_argument("--data-dir", default=_env("data_dir") or str(d.data_dir), help="journal directory")
+    p.add_argument(
+        "--log-level", default=_env("log_level") or d.log_level, choices=["debug", "info", "warning", "error"]
+    )
+    p.add_argument("--log-format", default=_env("log_format") or d.log_format, choices=["text", "json"])
+    p.add_argument("--read-only-config", action="store_true", default=_env_bool("read_only_config"))
+    p.add_argument("--ingest-token", default=_env("ingest_token"), help="Bearer token required by the API")
+    p.add_argument("--fsync", default=_env("fsync") or d.fsync, choices=["always", "batch", "never"])
+    p.add_argument("--max-body-bytes", default=_env("max_body_bytes") or str(d.max_body_bytes))
+    p.add_argument("--shutdown-grace", default=_env("shutdown_grace") or str(d.shutdown_grace))
+    p.add_argument("--dead-letter-retention", default=_env("dead_letter_retention") or "30d")
+    p.add_argument("--deny-private-targets", action="store_true", default=_env_bool("deny_private_targets"))
+    p.add_argument(
+        "--allow-target-cidr",
+        nargs="+",
+        action="extend",
+        default=None,
+        metavar="CIDR",
+        help="networks that may be contacted even if the egress guard would refuse them",
+    )
+    p.add_argument(
+        "--config-rescan-interval",
+        default=_env("config_rescan_interval") or str(d.config_rescan_interval),
+        help="seconds between periodic config rescans (the backstop of the file watcher)",
+    )
+
+
+def settings_from_args(ns: argparse.Namespace) -> Settings:
+    """Turn parsed flags into Settings; every bad value is reported, one line each."""
+    problems: list[str] = []
+
+    def num(flag: str, value: str, conv: type[int] | type[float], lo: float) -> float:
+        try:
+            n = conv(value)
+        except ValueError:
+            problems.append(f"--{flag}: expected a number, got {value!r}")
+            return lo
+        if n < lo:
+            problems.append(f"--{flag}: must be at least {lo}")
+        return n
+
+    cidrs = ns.allow_target_cidr
+    if cidrs is None:
+        cidrs = [c for c in re.split(r"[,\s]+", _env("allow_target_cidr") or "") if c]
+    for c in cidrs:
+        try:
+            ipaddress.ip_network(c, strict=False)
+        except ValueError:
+            problems.append(f"--allow-target-cidr: not a network: {c!r}")
+    try:
+        retention = parse_duration(ns.dead_letter_retention)
+    except ValueError as exc:
+        problems.append(f"--dead-letter-retention: {exc}")
+        retention = 0.0
+    for flag in ("listen", "ops_listen"):
+        value = getattr(ns, flag)
+        if value:
+            try:
+                parse_hostport(value)
+            except ValueError as exc:
+                problems.append(f"--{flag.replace('_', '-')}: {exc}")
+    s = Settings(
+        config=Path(ns.config),
+        listen=ns.listen,
+        unix_socket=Path(ns.unix_socket) if ns.unix_socket else None,
+        ops_listen=ns.ops_listen or None,
+        data_dir=Path(ns.data_dir),
+        log_level=ns.log_level,
+        log_format=ns.log_format,
+        read_only_config=ns.read_only_config,
+        ingest_token=ns.ingest_token or None,
+        fsync=ns.fsync,
+        max_body_bytes=int(num("max-body-bytes", ns.max_body_bytes, int, 1)),
+        shutdown_grace=num("shutdown-grace", ns.shutdown_grace, float, 0),
+        dead_letter_retention=retention,
+        deny_private_targets=ns.deny_private_targets,
+        allow_target_cidr=cidrs,
+        config_rescan_interval=num("config-rescan-interval", ns.config_rescan_interval, float, 0.1),
+    )
+    if not problems and not s.ingest_token and not is_loopback(parse_hostport(s.listen)[0]):
+        problems.append(
+            f"--listen {s.listen} is not a loopback address: set --ingest-token (or HOOKRELAY_INGEST_TOKEN)"
+        )
+    if problems:
+        raise StartupError(problems)
+    return s
