@@ -1,0 +1,553 @@
+"""The journal: one writer task, group commit, and the public operations.
+
+Every record goes through `_enqueue` -> `_run` -> `SegmentWriter.commit`. While one commit (write +
+fdatasync, in the writer thread) is in flight, new records pile up in `_pending`; the next commit
+takes all of them, so under load one fdatasync covers many callers without any timer or sleep.
+The in-memory index is only updated after a commit succeeds, so it never describes a record that
+is not durable, and a failed batch leaves no trace in memory or on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .compaction import REWRITE_BELOW, SnapJob, build_snapshots, removable, remove_segments
+from .errors import JournalError, JournalUnavailable, UnknownEvent
+from .lock import DirLock
+from .model import FsyncMode, Recovered
+from .records import (
+    ACCEPTED,
+    ATTEMPT,
+    DEAD,
+    DELIVERED,
+    HEADER_SIZE,
+    MAGIC,
+    PURGED,
+    REQUEUED,
+    SNAPSHOT,
+    clip_text,
+    encode,
+    nan_if_none,
+)
+from .recovery import Damage, replay
+from .segments import JOURNAL_DIR, fsync_dir, mkdir_durable, quarantine, seg_name
+from .state import Ev, Index
+from .writer import Commit, FsyncFn, SegmentWriter, WriteFn
+
+log = logging.getLogger("relay.journal")
+
+_MODES = ("always", "batch", "never")
+
+
+class _Rec:
+    """A record on its way to disk, with what the index needs once it is durable."""
+
+    __slots__ = ("bo", "data", "dead", "eid", "ev", "f", "kind")
+
+    def __init__(
+        self,
+        kind: int,
+        eid: str,
+        data: bytes,
+        *,
+        bo: int = 0,
+        f: float | None = None,
+        dead: tuple[str, float] | None = None,
+        ev: Ev | None = None,
+    ) -> None:
+        self.kind = kind
+        self.eid = eid
+        self.data = data
+        self.bo = bo
+        self.f = f  # next_due (ATTEMPT, SNAPSHOT) or settle time (DELIVERED, PURGED)
+        self.dead = dead
+        self.ev = ev  # the live event it touches, pinned against compaction until applied
+
+
+class _Req:
+    __slots__ = ("fut", "records", "sync")
+
+    def __init__(self, records: list[_Rec], fut: asyncio.Future[None], sync: bool) -> None:
+        self.records = records
+        self.fut = fut
+        self.sync = sync
+
+
+class Journal:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        fsync: FsyncMode = "batch",
+        segment_max_bytes: int = 64 * 1024 * 1024,
+        dead_letter_retention: float = 30 * 86400.0,
+        idempotency_window: float = 86400.0,
+        on_fsync: Callable[[float], None] | None = None,
+        on_corrupt: Callable[[int], None] | None = None,
+        _write: WriteFn = os.write,
+        _fsync: FsyncFn = os.fdatasync,
+        _clock: Callable[[], float] = time.time,
+    ) -> None:
+        if fsync not in _MODES:
+            raise ValueError(f"fsync must be one of {', '.join(_MODES)}, not {fsync!r}")
+        if segment_max_bytes < 4096:
+            raise ValueError("segment_max_bytes must be at least 4096")
+        self._dir = Path(data_dir)
+        self._jdir = self._dir / JOURNAL_DIR
+        self._mode: FsyncMode = fsync
+        self._max_bytes = segment_max_bytes
+        self._retention = dead_letter_retention
+        self._window = idempotency_window
+        self._on_fsync = on_fsync
+        self._on_corrupt = on_corrupt
+        self._write_fn = _write
+        self._fsync_fn = _fsync
+        self._clock = _clock
+
+        self._index = Index()
+        self._seg_size: dict[int, int] = {}
+        self._rfds: dict[int, int] = {}
+        self._writer: SegmentWriter | None = None
+        self._lock: DirLock | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: deque[_Req] = deque()
+        self._wake = asyncio.Event()
+        self._io_lock = asyncio.Lock()  # the writer thread runs one commit or probe at a time
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._closed = False
+        self._healthy = True
+        self._compacting = False
+
+    # ----------------------------------------------------------------------------- open / recovery
+
+    def open(self) -> Recovered:
+        if self._lock is not None or self._closed:
+            raise JournalError("journal already opened")
+        mkdir_durable(self._dir)
+        lock = DirLock.acquire(self._dir)
+        try:
+            recovered = self._recover()
+        except BaseException:
+            lock.release()
+            raise
+        self._lock = lock
+        return recovered
+
+    def _recover(self) -> Recovered:
+        t0 = time.perf_counter()
+        mkdir_durable(self._jdir)
+        rep = replay(self._jdir, collect=True)
+        if rep.checkpoint_problem:
+            log.error("journal: %s; settled ids of removed segments are forgotten", rep.checkpoint_problem)
+        torn = corrupt = 0
+        for d in rep.damage:
+            self._cut(d)
+            if d.torn:
+                torn += d.size
+            else:
+                corrupt += 1
+                if self._on_corrupt is not None:
+                    self._on_corrupt(1)
+        if rep.damage:
+            fsync_dir(self._jdir)
+
+        sizes = rep.sizes
+        segs = rep.segments
+        if not segs:
+            segs = [1]
+            sizes[1] = 0
+        head = segs[-1]
+        if sizes[head] < len(MAGIC):
+            self._init_segment(head)
+            sizes[head] = len(MAGIC)
+        self._seg_size = sizes
+        self._index = idx = rep.index
+
+        cutoff = self._clock() - self._window
+        young = sorted(((eid, ts) for eid, ts in idx.settled.items() if ts >= cutoff), key=lambda x: x[1])
+        idx.settled = dict(young)
+
+        self._writer = SegmentWriter(self._jdir, head, sizes[head], self._max_bytes, self._write_fn, self._fsync_fn)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-writer")
+        log.info(
+            "journal: recovered %d live events, %d settled ids from %d segments (%d records) in %.3f s",
+            len(rep.live),
+            len(idx.settled),
+            len(segs),
+            rep.records,
+            time.perf_counter() - t0,
+        )
+        return Recovered(rep.live, set(idx.settled), corrupt, torn)
+
+    def _init_segment(self, seg: int) -> None:
+        fd = os.open(self._jdir / seg_name(seg), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, MAGIC)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(self._jdir)
+
+    def _cut(self, d: Damage) -> None:
+        """Move the damaged rest of a segment aside (never deleted), then truncate the segment."""
+        path = self._jdir / seg_name(d.seg)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            tail = os.pread(fd, d.size, d.offset)
+            where = "nowhere (all zero bytes)"
+            # A torn tail of zeros is what a crash during preallocation leaves; nothing to keep.
+            if not d.torn or tail.count(0) != len(tail):
+                kind = "torn" if d.torn else "bad"
+                where = str(quarantine(self._dir, f"{seg_name(d.seg)}.{d.offset}.{kind}", tail))
+            os.ftruncate(fd, d.offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if d.torn:
+            log.warning(
+                "journal: torn tail in %s at offset %d (%s): %d bytes cut off, copy in %s",
+                seg_name(d.seg),
+                d.offset,
+                d.reason,
+                d.size,
+                where,
+            )
+        else:
+            log.error(
+                "journal: corrupt record in %s at offset %d (%s): the rest of the segment, %d bytes, "
+                "moved to %s; start-up continues",
+                seg_name(d.seg),
+                d.offset,
+                d.reason,
+                d.size,
+                where,
+            )
+
+    # ----------------------------------------------------------------------------- write path
+
+    def _check_open(self) -> None:
+        if self._writer is None or self._closed or self._stopping:
+            raise JournalError("journal is not open")
+
+    def _enqueue(self, records: list[_Rec], sync: bool = False) -> asyncio.Future[None]:
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        for r in records:
+            if r.ev is not None:
+                r.ev.busy += 1
+        self._pending.append(_Req(records, fut, sync))
+        if self._task is None:
+            self._task = loop.create_task(self._run(), name="journal-writer")
+        self._wake.set()
+        return fut
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        writer = self._writer
+        assert writer is not None
+        while True:
+            if not self._pending:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self._mode == "always":
+                batch = [self._pending.popleft()]  # "always" means an fsync per call: no sharing
+            else:
+                batch = list(self._pending)
+                self._pending.clear()
+            bufs = [r.data for q in batch for r in q.records]
+            sync = self._mode != "never" or any(q.sync for q in batch)
+            try:
+                async with self._io_lock:
+                    if sync:
+                        res = await loop.run_in_executor(self._executor, writer.commit, bufs, True)
+                    else:
+                        # fsync=never: a buffered write is microseconds; a thread hop would cost more.
+                        res = writer.commit(bufs, False)
+            except OSError as e:
+                self._fail(batch, e)
+                continue
+            except BaseException as e:
+                self._fail(batch, e)
+                raise
+            self._done(batch, res)
+
+    def _fail(self, batch: list[_Req], err: BaseException) -> None:
+        if self._healthy:
+            log.error("journal: write failed, refusing new events until the disk recovers: %s", err)
+        self._healthy = False
+        for q in batch:
+            for r in q.records:
+                if r.ev is not None:
+                    r.ev.busy -= 1
+            if not q.fut.done():
+                exc = JournalUnavailable(f"journal write failed: {err}")
+                exc.__cause__ = err
+                q.fut.set_exception(exc)
+
+    def _done(self, batch: list[_Req], res: Commit) -> None:
+        if not self._healthy:
+            log.warning("journal: writes succeed again")
+        self._healthy = True
+        self._seg_size.update(res.sizes)
+        if self._on_fsync is not None:
+            for secs in res.fsync_seconds:
+                self._on_fsync(secs)
+        apply = self._apply
+        positions = iter(res.positions)
+        for q in batch:
+            for r in q.records:
+                seg, off = next(positions)
+                apply(r, seg, off)
+                if r.ev is not None:
+                    r.ev.busy -= 1
+            if not q.fut.done():
+                q.fut.set_result(None)
+
+    def _apply(self, r: _Rec, seg: int, off: int) -> None:
+        idx = self._index
+        k = r.kind
+        ln = len(r.data)
+        if k == ACCEPTED:
+            idx.accepted(r.eid, seg, off, ln, r.bo)
+        elif k == ATTEMPT:
+            idx.attempt(r.eid, seg, off, ln, r.f)
+        elif k in (DELIVERED, PURGED):
+            assert r.f is not None
+            idx.settle(r.eid, seg, r.f)
+        elif k == DEAD:
+            assert r.dead is not None
+            idx.dead(r.eid, seg, off, ln, r.dead[0], r.dead[1])
+        elif k == REQUEUED:
+            idx.requeued(r.eid, seg, off, ln)
+        elif k == SNAPSHOT:
+            idx.snapshot(r.eid, seg, off, ln, r.bo, r.f, r.dead)
+
+    def _live(self, event_id: str) -> Ev:
+        ev = self._index.events.get(event_id)
+        if ev is None:
+            raise UnknownEvent(event_id)
+        return ev
+
+    def _settle_rec(self, kind: int, event_id: str, now: float, ev: Ev | None) -> _Rec:
+        return _Rec(kind, event_id, encode(kind, event_id.encode(), b"", 0, now, 0.0), f=now, ev=ev)
+
+    # ----------------------------------------------------------------------------- public operations
+
+    async def accept(self, events: Sequence[tuple[str, str, int, float, bytes]]) -> None:
+        """Journal new events; returns once they are durable per the fsync mode."""
+        if not events:
+            return
+        now = self._clock()
+        recs: list[_Rec] = []
+        for event_id, tenant_id, severity, accepted_at, blob in events:
+            if not 0 <= severity <= 0xFFFF:
+                raise ValueError(f"severity out of range: {severity}")
+            eb = event_id.encode()
+            tb = tenant_id.encode()
+            data = encode(ACCEPTED, eb, tb, severity, now, accepted_at, blob)
+            recs.append(_Rec(ACCEPTED, event_id, data, bo=HEADER_SIZE + len(eb) + len(tb)))
+        await self._enqueue(recs)
+
+    async def attempt(self, event_id: str, blob: bytes, next_due: float | None) -> None:
+        ev = self._live(event_id)
+        data = encode(ATTEMPT, event_id.encode(), b"", 0, self._clock(), nan_if_none(next_due), blob)
+        await self._enqueue([_Rec(ATTEMPT, event_id, data, f=next_due, ev=ev)])
+
+    async def delivered(self, event_id: str) -> None:
+        """Settle a delivered event. A no-op for an id that is not live (already settled)."""
+        ev = self._index.events.get(event_id)
+        if ev is not None:
+            await self._enqueue([self._settle_rec(DELIVERED, event_id, self._clock(), ev)])
+
+    async def dead(self, event_id: str, reason: str, failed_at: float) -> None:
+        ev = self._live(event_id)
+        rb = clip_text(reason, 4096)
+        data = encode(DEAD, event_id.encode(), rb, 0, self._clock(), failed_at)
+        await self._enqueue([_Rec(DEAD, event_id, data, dead=(rb.decode(), failed_at), ev=ev)])
+
+    async def requeue(self, event_id: str) -> None:
+        """Dead -> pending (attempts kept, due now). A no-op for an event that is not dead."""
+        ev = self._live(event_id)
+        if ev.dead is None:
+            return
+        data = encode(REQUEUED, event_id.encode(), b"", 0, self._clock(), 0.0)
+        await self._enqueue([_Rec(REQUEUED, event_id, data, ev=ev)])
+
+    async def purge(self, event_id: str) -> None:
+        """Remove a (dead) event for good. A no-op for an id that is not live."""
+        ev = self._index.events.get(event_id)
+        if ev is not None:
+            await self._enqueue([self._settle_rec(PURGED, event_id, self._clock(), ev)])
+
+    def read_blob(self, event_id: str) -> bytes:
+        """The accept blob, read from disk: payloads are not kept in memory."""
+        ev = self._live(event_id)
+        fd = self._rfds.get(ev.seg)
+        if fd is None:
+            fd = self._rfds[ev.seg] = os.open(self._jdir / seg_name(ev.seg), os.O_RDONLY)
+        n = ev.ln - ev.bo
+        data = os.pread(fd, n, ev.off + ev.bo)
+        if len(data) != n:
+            raise JournalError(f"short read of event {event_id} in {seg_name(ev.seg)}")
+        return data
+
+    def is_live(self, event_id: str) -> bool:
+        return event_id in self._index.events
+
+    @property
+    def healthy(self) -> bool:
+        return self._healthy
+
+    @property
+    def bytes_total(self) -> int:
+        return sum(self._seg_size.values())
+
+    @property
+    def live_count(self) -> int:
+        return len(self._index.events)
+
+    async def probe(self) -> bool:
+        """True if the journal can write; when unhealthy, tries a tiny write + fsync first."""
+        if self._writer is None or self._closed:
+            return False
+        if self._healthy:
+            return True
+        loop = asyncio.get_running_loop()
+        try:
+            async with self._io_lock:
+                await loop.run_in_executor(self._executor, self._writer.probe)
+        except OSError as e:
+            log.debug("journal probe failed: %s", e)
+            return False
+        if not self._healthy:
+            log.warning("journal: probe write succeeded, accepting events again")
+        self._healthy = True
+        return True
+
+    # ----------------------------------------------------------------------------- compaction
+
+    async def compact(self) -> None:
+        """Purge expired dead letters, forget old settled ids, rewrite mostly-settled segments
+        forward and remove segments with nothing live. File work runs in threads."""
+        if self._compacting or self._writer is None or self._closed or self._stopping:
+            return
+        self._compacting = True
+        try:
+            await self._compact()
+        except JournalError as e:
+            log.warning("journal compaction stopped: %s", e)
+        finally:
+            self._compacting = False
+
+    async def _compact(self) -> None:
+        writer = self._writer
+        assert writer is not None
+        idx = self._index
+        now = self._clock()
+
+        expired = now - self._retention
+        old = [
+            self._settle_rec(PURGED, eid, now, ev)
+            for eid, ev in idx.events.items()
+            if ev.dead is not None and ev.dead[1] < expired and not ev.busy
+        ]
+        if old:
+            await self._enqueue(old)
+            log.info("journal: purged %d dead letters older than the retention", len(old))
+
+        idx.prune_settled(now - self._window)
+
+        head = writer.head
+        targets = {
+            s for s, size in self._seg_size.items() if s != head and 0 < idx.seg_live.get(s, 0) < REWRITE_BELOW * size
+        }
+        if targets:
+            await self._rewrite(targets, now)
+
+        if removable(list(self._seg_size), writer.head, idx.seg_live, idx.seg_minref):
+            # Settle records must be durable before the segments they empty are removed (this
+            # matters with fsync=never).
+            await self._enqueue([], sync=True)
+            gone = removable(list(self._seg_size), writer.head, idx.seg_live, idx.seg_minref)
+            for s in gone:
+                fd = self._rfds.pop(s, None)
+                if fd is not None:
+                    os.close(fd)
+            await asyncio.to_thread(remove_segments, self._jdir, gone, dict(idx.settled))
+            for s in gone:
+                self._seg_size.pop(s, None)
+                idx.forget_segment(s)
+            log.info("journal: removed segments %s", ", ".join(seg_name(s) for s in gone))
+
+    async def _rewrite(self, targets: set[int], now: float) -> None:
+        idx = self._index
+        jobs: list[SnapJob] = []
+        seen: dict[str, tuple[Ev, int, int, int]] = {}
+        budget = self._max_bytes  # bound the work (and head growth) of one pass
+        for eid, ev in idx.events.items():
+            if ev.busy:
+                continue
+            extra = ev.extra or []
+            if ev.seg not in targets and not any(loc[0] in targets for loc in extra):
+                continue
+            jobs.append(SnapJob(eid, (ev.seg, ev.off, ev.ln), list(extra), ev.due, ev.dead))
+            seen[eid] = (ev, ev.seg, ev.off, len(extra))
+            budget -= ev.ln + sum(loc[2] for loc in extra)
+            if budget <= 0:
+                break
+        if not jobs:
+            return
+        snaps = await asyncio.to_thread(build_snapshots, self._jdir, jobs, now)
+        recs: list[_Rec] = []
+        for eid, data, bo in snaps:
+            ev, seg, off, n = seen[eid]
+            # Skip events that changed while the thread read them: their snapshot is stale.
+            if idx.events.get(eid) is not ev or ev.busy or (ev.seg, ev.off, len(ev.extra or ())) != (seg, off, n):
+                continue
+            recs.append(_Rec(SNAPSHOT, eid, data, bo=bo, f=ev.due, dead=ev.dead, ev=ev))
+        if recs:
+            await self._enqueue(recs)
+            log.info("journal: rewrote %d live events forward out of %d segments", len(recs), len(targets))
+
+    # ----------------------------------------------------------------------------- close
+
+    async def close(self) -> None:
+        """Flush, fsync and release the lock. Safe to call twice."""
+        if self._closed:
+            return
+        if self._writer is None:
+            self._closed = True
+            return
+        for _ in range(3000):  # let a running compaction finish (bounded: 30 s)
+            if not self._compacting:
+                break
+            await asyncio.sleep(0.01)
+        try:
+            await self._enqueue([], sync=True)
+        except JournalError as e:
+            log.error("journal: final fsync failed: %s", e)
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        self._closed = True
+        self._writer.close()
+        for fd in self._rfds.values():
+            os.close(fd)
+        self._rfds.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        if self._lock is not None:
+            self._lock.release()

@@ -1,0 +1,33 @@
+"""Plain data the journal hands to the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+FsyncMode = Literal["always", "batch", "never"]
+
+
+@dataclass(slots=True)
+class LiveEvent:
+    """One event that is not settled yet, as rebuilt by recovery."""
+
+    event_id: str
+    tenant_id: str
+    severity: int
+    accepted_at: float
+    attempts: list[bytes]
+    next_due: float | None
+    dead: bool
+    dead_reason: str | None
+    failed_at: float | None
+
+
+@dataclass(slots=True)
+class Recovered:
+    """What `Journal.open()` found on disk."""
+
+    live: list[LiveEvent]
+    settled_ids: set[str]
+    corrupt_records: int
+    torn_tail_bytes: int
