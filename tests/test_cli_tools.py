@@ -1,0 +1,276 @@
+"""The client-side CLI end to end: `send`, `sign`, `verify`, `dlq ...` as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.signing import sign
+from tests.support import REPO, Daemon, Received, Reply, Sink, free_port, write_tenant
+
+
+def hookrelay(
+    *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None, timeout: float = 20
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HOOKRELAY_")}
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "relay", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        cwd=str(REPO),
+        env=full_env,
+    )
+    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+
+def _responder(n: int, r: Received) -> Reply:
+    return Reply(status=500) if r.path.startswith("/fail") else Reply()
+
+
+@pytest.fixture(scope="module")
+def cli_sink() -> Iterator[Sink]:
+    s = Sink()
+    s.responder = _responder
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def daemon(cli_sink: Sink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    tmp = tmp_path_factory.mktemp("cli")
+    write_tenant(tmp / "config", "acme", cli_sink.url + "/acme")
+    write_tenant(tmp / "config", "broken", cli_sink.url + "/fail/broken", retry_policy={"max_retries": 0})
+    write_tenant(tmp / "config", "broken2", cli_sink.url + "/fail/broken2", retry_policy={"max_retries": 0})
+    d = Daemon(tmp, args=["--unix-socket", str(tmp / "r.sock")])
+    d.start()
+    yield d
+    d.__exit__(None, None, None)
+
+
+def by_id(sink: Sink, event_id: str, timeout: float = 10.0) -> Received:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for r in list(sink.received):
+            if r.headers.get("X-Event-ID") == event_id:
+                return r
+        time.sleep(0.02)
+    raise AssertionError(f"{event_id} not delivered within {timeout}s")
+
+
+def make_dead(d: Daemon, tenant: str, n: int) -> list[str]:
+    ids = []
+    for i in range(n):
+        status, body = d.send(tenant, "user.created", {"i": i})
+        assert status == 202, body
+        ids.append(body["event_id"])
+    for eid in ids:
+        d.wait_status(eid, "dead")
+    return ids
+
+
+# ---- send ----------------------------------------------------------------------------------
+
+
+def test_send_text(daemon: Daemon, cli_sink: Sink) -> None:
+    r = hookrelay(
+        "send",
+        "--url",
+        daemon.url,
+        "--tenant",
+        "acme",
+        "--type",
+        "user.created",
+        "--payload",
+        '{"user_id": 42}',
+        "--severity",
+        "High",
+        "--header",
+        "X-Trace=abc=def",
+        "--context",
+        "source=cli",
+    )
+    assert r.returncode == 0, r.stderr
+    word, eid = r.stdout.split()
+    assert word == "queued"
+    assert eid.startswith("evt_")
+    got = by_id(cli_sink, eid)
+    body = got.json()
+    assert body["payload"] == {"user_id": 42}
+    assert body["severity"] == "High"
+    assert body["context"] == {"source": "cli"}
+    assert got.headers["X-Trace"] == "abc=def"
+
+
+def test_send_json_over_socket_with_event_id_and_env(daemon: Daemon, cli_sink: Sink) -> None:
+    args = ["send", "--unix-socket", str(daemon.tmp / "r.sock"), "--json", "--tenant", "acme", "--type", "a.b"]
+    r = hookrelay(*args, "--payload", "[1, 2]", "--event-id", "cli-evt-1")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"event_id": "cli-evt-1", "status": "queued"}
+    assert by_id(cli_sink, "cli-evt-1").json()["payload"] == [1, 2]
+    # the same id again: a duplicate, still exit 0
+    r = hookrelay(*args, "--payload", "[1, 2]", "--event-id", "cli-evt-1")
+    assert r.returncode == 0
+    assert json.loads(r.stdout)["duplicate"] is True
+    # the URL from HOOKRELAY_URL, the payload from stdin
+    r = hookrelay(
+        "send", "--tenant", "acme", "--type", "a.b", "--payload", "-", stdin=b'{"from": "stdin"}',
+        env={"HOOKRELAY_URL": daemon.url},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert by_id(cli_sink, r.stdout.split()[1]).json()["payload"] == {"from": "stdin"}
+
+
+def test_send_unknown_tenant_exits_1(daemon: Daemon) -> None:
+    r = hookrelay("send", "--url", daemon.url, "--tenant", "ghost", "--type", "x", "--payload", "{}")
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: tenant_not_found: ")
+    assert r.stdout == ""
+    r = hookrelay("send", "--url", daemon.url, "--tenant", "acme", "--type", "x", "--payload", "{}", "--json",
+                  "--header", "Content-Type=text/plain")  # fmt: skip
+    assert r.returncode == 1
+    assert "error: invalid_field: " in r.stderr
+
+
+def test_send_usage_errors_exit_2(daemon: Daemon) -> None:
+    base = ["send", "--url", daemon.url, "--tenant", "acme", "--type", "x"]
+    r = hookrelay(*base, "--payload", "{not json")
+    assert r.returncode == 2
+    assert "not valid JSON" in r.stderr
+    r = hookrelay(*base, "--payload", "{}", "--header", "NoEquals")
+    assert r.returncode == 2
+    assert "KEY=VALUE" in r.stderr
+    r = hookrelay("send", "--tenant", "acme")  # missing --type/--payload: argparse
+    assert r.returncode == 2
+    r = hookrelay(*base, "--payload", "{}", "--unix-socket", "/tmp/x.sock")  # --url and --unix-socket
+    assert r.returncode == 2
+
+
+def test_unreachable_daemon_exits_2() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    r = hookrelay("send", "--url", url, "--tenant", "acme", "--type", "x", "--payload", "{}")
+    assert r.returncode == 2
+    assert "connection_error" in r.stderr
+    assert url in r.stderr
+    r = hookrelay("dlq", "list", "--url", url)
+    assert r.returncode == 2
+    r = hookrelay("dlq", "purge", "--unix-socket", "/nonexistent/hookrelay.sock")
+    assert r.returncode == 2
+    assert "/nonexistent/hookrelay.sock" in r.stderr
+    assert time.monotonic() - t0 < 15
+
+
+def test_token_from_flag_and_env(cli_sink: Sink, tmp_path: Path) -> None:
+    write_tenant(tmp_path / "config", "acme", cli_sink.url + "/acme")
+    with Daemon(tmp_path, args=["--ingest-token", "tok"]) as d:
+        d.start()
+        base = ["send", "--url", d.url, "--tenant", "acme", "--type", "x", "--payload", "{}"]
+        r = hookrelay(*base)
+        assert r.returncode == 1
+        assert r.stderr.startswith("error: unauthorized: ")
+        assert hookrelay(*base, "--token", "tok").returncode == 0
+        r = hookrelay(*base, env={"HOOKRELAY_INGEST_TOKEN": "tok"})
+        assert r.returncode == 0, r.stderr
+        assert hookrelay("dlq", "list", "--url", d.url, env={"HOOKRELAY_INGEST_TOKEN": "tok"}).returncode == 0
+
+
+# ---- sign / verify -------------------------------------------------------------------------
+
+
+def test_sign_stdin_and_file(tmp_path: Path) -> None:
+    body = b'{"id":"evt_1","payload":{"a":1}}'
+    r = hookrelay("sign", "--secret", "k", stdin=body)
+    assert r.returncode == 0
+    assert r.stdout.strip() == sign(body, "k")
+    f = tmp_path / "body.json"
+    f.write_bytes(body)
+    r = hookrelay("sign", "--secret", "k", str(f))
+    assert r.returncode == 0
+    assert r.stdout.strip() == sign(body, "k")
+
+
+def test_verify_exit_codes(tmp_path: Path) -> None:
+    body = b'{"id":"evt_1"}'
+    good = sign(body, "k")
+    f = tmp_path / "body.json"
+    f.write_bytes(body)
+    assert hookrelay("verify", "--secret", "k", "--signature", good, stdin=body).returncode == 0
+    assert hookrelay("verify", "--secret", "k", "--signature", good, str(f)).returncode == 0
+    rotated = f"{sign(body, 'old')},{good}"
+    assert hookrelay("verify", "--secret", "k", "--signature", rotated, str(f)).returncode == 0
+    bad = hookrelay("verify", "--secret", "other", "--signature", good, str(f))
+    assert bad.returncode == 1
+    assert "invalid" in bad.stderr
+    assert hookrelay("verify", "--secret", "k", "--signature", good, stdin=body + b"x").returncode == 1
+
+
+# ---- dlq -----------------------------------------------------------------------------------
+
+
+def test_dlq_list_retry_retry_all_purge(daemon: Daemon, cli_sink: Sink) -> None:
+    ids = make_dead(daemon, "broken", 2)
+    other = make_dead(daemon, "broken2", 1)
+    url = ["--url", daemon.url]
+
+    r = hookrelay("dlq", "list", "--tenant", "broken", *url)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:4] == ["EVENT", "ID", "TENANT", "TYPE"]
+    for eid in ids:
+        row = next(line for line in lines if line.startswith(eid))
+        cells = row.split()
+        assert cells[1:4] == ["broken", "user.created", "1"]
+        assert "500" in row  # the reason names the last answer
+    assert other[0] not in r.stdout
+    assert "2 dead letter(s)" in r.stdout
+
+    r = hookrelay("dlq", "list", "--json", "--page-size", "1", *url)
+    assert r.returncode == 0, r.stderr
+    items: list[dict[str, Any]] = json.loads(r.stdout)
+    assert {i["event"]["id"] for i in items} == {*ids, *other}
+    assert all(i["failure_reason"] and i["failed_at"] for i in items)
+
+    r = hookrelay("dlq", "retry", ids[0], *url)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"requeued {ids[0]}"
+    daemon.wait_status(ids[0], "dead")
+    r = hookrelay("dlq", "retry", "evt_not_dead", *url)
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: not_dead_lettered: ")
+
+    r = hookrelay("dlq", "retry-all", "--tenant", "broken", "--json", *url)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"requeued": 2}
+    for eid in ids:
+        daemon.wait_status(eid, "dead")
+
+    r = hookrelay("dlq", "purge", "--tenant", "broken", *url)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "purged 2 dead letter(s) of tenant broken"
+    r = hookrelay("dlq", "list", "--tenant", "broken", *url)
+    assert r.stdout.strip() == "no dead letters for tenant broken"
+    r = hookrelay("dlq", "purge", "--json", "--unix-socket", str(daemon.tmp / "r.sock"))
+    assert json.loads(r.stdout) == {"purged": 1}  # broken2's
+    r = hookrelay("dlq", "list", "--json", *url)
+    assert json.loads(r.stdout) == []
+
+
+def test_help_lists_client_commands() -> None:
+    r = hookrelay("--help")
+    assert r.returncode == 0
+    for cmd in ("send", "sign", "verify", "dlq"):
+        assert cmd in r.stdout
+    r = hookrelay("dlq", "--help")
+    for action in ("list", "retry", "retry-all", "purge"):
+        assert action in r.stdout
