@@ -278,6 +278,11 @@ class Journal:
             except OSError as e:
                 self._fail(batch, e)
                 continue
+            except Exception as e:
+                # A bug, not the disk; the writer must survive it or every later caller would hang.
+                log.exception("journal: unexpected error in the writer")
+                self._fail(batch, e)
+                continue
             except BaseException as e:
                 self._fail(batch, e)
                 raise
@@ -303,7 +308,10 @@ class Journal:
         self._seg_size.update(res.sizes)
         if self._on_fsync is not None:
             for secs in res.fsync_seconds:
-                self._on_fsync(secs)
+                try:
+                    self._on_fsync(secs)
+                except Exception:
+                    log.exception("journal: on_fsync callback failed")
         apply = self._apply
         positions = iter(res.positions)
         for q in batch:
