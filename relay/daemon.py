@@ -186,6 +186,7 @@ class Daemon:
             await asyncio.sleep(COMPACT_INTERVAL)
             try:
                 await self.journal.compact()
+                self.engine.prune_dead()
             except Exception:
                 log.exception("Journal compaction failed; will try again")
 

@@ -56,6 +56,7 @@ class Entry:
         "severity",
         "state",
         "tenant_id",
+        "tries",
     )
 
     def __init__(self, event_id: str, tenant_id: str, severity: int, accepted_at: float) -> None:
@@ -69,6 +70,14 @@ class Entry:
         self.dead_reason: str | None = None
         self.failed_at: float | None = None
         self.seq = 0  # heap entries carrying another seq are stale
+        # Attempts in the current round: a dead letter replayed starts a fresh round (numbered
+        # from 1 again) while `attempts` keeps the whole history.
+        self.tries = 0
+
+    def restore_attempts(self, attempts: list[Attempt]) -> None:
+        self.attempts = attempts
+        starts = [i for i, a in enumerate(attempts) if a.attempt == 1]
+        self.tries = len(attempts) - starts[-1] if starts else len(attempts)
 
 
 @dataclass
@@ -115,7 +124,7 @@ class TenantState:
     tokens_at: float = 0.0
 
     def retrying(self) -> int:
-        return sum(1 for e in self.pending.values() if e.attempts)
+        return sum(1 for e in self.pending.values() if e.tries)
 
 
 class DeliveryEngine:
@@ -152,7 +161,7 @@ class DeliveryEngine:
         self._settled_ids = set(rec.settled_ids)
         for live in rec.live:
             e = Entry(live.event_id, live.tenant_id, live.severity, live.accepted_at)
-            e.attempts = [decode_attempt(b) for b in live.attempts]
+            e.restore_attempts([decode_attempt(b) for b in live.attempts])
             self.entries[e.event_id] = e
             ts = self._tenant(e.tenant_id)
             if live.dead:
@@ -161,7 +170,7 @@ class DeliveryEngine:
                 e.failed_at = live.failed_at
                 self.dead[e.event_id] = e
             else:
-                e.state = "retrying" if e.attempts else "queued"
+                e.state = "retrying" if e.tries else "queued"
                 ts.pending[e.event_id] = e
                 self._schedule(ts, e, live.next_due)
 
@@ -308,7 +317,7 @@ class DeliveryEngine:
             # Keep the event: put it back and retry later rather than lose it to a bug or disk error.
             log.exception("attempt for %s failed unexpectedly; will retry", e.event_id)
             if e.state == "delivering":
-                e.state = "retrying" if e.attempts else "queued"
+                e.state = "retrying" if e.tries else "queued"
                 self._schedule(ts, e, time.time() + 5.0)
         finally:
             ts.in_flight -= 1
@@ -321,7 +330,7 @@ class DeliveryEngine:
             return
         assert self._session is not None
         stored = decode_stored(self.journal.read_blob(e.event_id))
-        n = len(e.attempts) + 1
+        n = e.tries + 1
         started = time.time()
         headers = build_headers(cfg, stored, e.event_id, int(started))
         url = stored.target_url or cfg.base_url
@@ -343,6 +352,7 @@ class DeliveryEngine:
             response_body=out.body,
         )
         e.attempts.append(attempt)
+        e.tries = n
         fields = {
             "event_id": e.event_id,
             "tenant": e.tenant_id,
@@ -450,6 +460,9 @@ class DeliveryEngine:
 
     def apply_config(self, snap: Snapshot) -> None:
         """Called after a new snapshot is in force. Removed tenants' pending events go to the DLQ."""
+        for tid in snap.tenants:
+            self._tenant(tid)
+            self.metrics.init_tenant(tid)
         for tid, ts in self.tenants.items():
             if tid not in snap.tenants:
                 for e in list(ts.pending.values()):
@@ -472,13 +485,13 @@ class DeliveryEngine:
             return False
         await self.journal.requeue(event_id)
         del self.dead[event_id]
-        e.state = "retrying" if e.attempts else "queued"
+        # A replayed event gets a fresh retry budget; its earlier attempts stay on record.
+        e.tries = 0
+        e.state = "queued"
         e.dead_reason = e.failed_at = None
         ts = self._tenant(e.tenant_id)
         ts.pending[event_id] = e
         ts.breaker = Breaker()  # an operator asked for delivery: give the endpoint a fresh chance
-        # A replayed event gets a fresh retry budget: its earlier attempts stay on record.
-        e.attempts = []
         self._schedule(ts, e, None)
         self._ensure_task(ts)
         return True
@@ -490,6 +503,14 @@ class DeliveryEngine:
         await self.journal.purge(event_id)
         self._settle(self._tenant(e.tenant_id), e, "purged")
         return True
+
+    def prune_dead(self) -> int:
+        """Forget dead letters the journal dropped (retention); called after compaction."""
+        gone = [eid for eid in self.dead if not self.journal.is_live(eid)]
+        for eid in gone:
+            e = self.dead[eid]
+            self._settle(self._tenant(e.tenant_id), e, "purged")
+        return len(gone)
 
     def dead_letters(self, tenant_id: str | None) -> Iterator[Entry]:
         items = (e for e in self.dead.values() if tenant_id is None or e.tenant_id == tenant_id)

@@ -28,6 +28,8 @@ RESERVED_HEADERS = frozenset(
     h.lower()
     for h in (
         "X-Webhook-Signature",
+        "X-Event-ID",
+        "X-Event-Type",
         "X-Tenant-ID",
         "X-Timestamp",
         "webhook-id",

@@ -82,8 +82,7 @@ def validate(req: SendRequest) -> None:
         for name, value in req.custom_headers.items():
             field = f"custom_headers.{name}"
             _check_header(field, name, value)
-            low = name.lower()
-            if low in RESERVED_HEADERS or low.startswith("x-event-"):
+            if name.lower() in RESERVED_HEADERS:
                 raise invalid(field, "this header is set by hookrelay and cannot be overridden")
     if req.context and len(req.context) > MAX_CONTEXT_ITEMS:
         raise invalid("context", f"at most {MAX_CONTEXT_ITEMS} entries")

@@ -107,6 +107,13 @@ class Metrics:
             self.reloads.labels(result=result)
         self.last_reload_ok.set(1)
 
+    def init_tenant(self, tenant: str) -> None:
+        """Create a tenant's series at zero, so dashboards and rate() see them before the first event."""
+        for c in (self.received, self.filtered, self.delivered, self.dead_lettered):
+            c.labels(tenant=tenant)
+        for outcome in ("success", "http_error", "timeout", "connection_error"):
+            self.attempts.labels(tenant=tenant, outcome=outcome)
+
     def watch_engine(self, source: Callable[[], dict[str, TenantGauges]]) -> None:
         self.registry.register(_EngineCollector(source))
 

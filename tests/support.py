@@ -73,7 +73,7 @@ class Sink:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         self._loop.run_until_complete(self._runner.setup())
         self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
         self._ready.set()
@@ -100,9 +100,17 @@ class Sink:
         async def _down() -> None:
             await self._runner.cleanup()
 
-        fut = asyncio.run_coroutine_threadsafe(_down(), self._loop)
+        async def _down_all() -> None:
+            await _down()
+            # Handlers still sleeping (programmed delays) must not outlive the loop.
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        fut = asyncio.run_coroutine_threadsafe(_down_all(), self._loop)
         try:
-            fut.result(5)
+            fut.result(10)
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
@@ -231,9 +239,7 @@ class Daemon:
         except ValueError:
             return status, payload.decode(errors="replace")
 
-    def send(
-        self, tenant_id: str, event_type: str = "user.created", payload: Any = None, **kw: Any
-    ) -> tuple[int, Any]:
+    def send(self, tenant_id: str, event_type: str = "user.created", payload: Any = None, **kw: Any) -> tuple[int, Any]:
         body = {"tenant_id": tenant_id, "event_type": event_type, "payload": payload or {"n": 1}, **kw}
         return self.request("POST", "/api/v1/webhooks/send", body)
 

@@ -339,5 +339,3 @@ def test_no_secret_in_logs(make_daemon: Any, sink: Sink) -> None:
     assert "sekrit-123" not in logs and "tok-456" not in logs
     lines = [json.loads(line) for line in logs.splitlines() if line.strip()]
     assert any(rec.get("event_id") == body["event_id"] and rec.get("status") == 200 for rec in lines)
-
-

@@ -58,7 +58,7 @@ def test_kill_cycles_during_concurrent_sending_with_flapping_receiver(make_daemo
         def sender(daemon: Any = d, stop: threading.Event = stop) -> None:
             while not stop.is_set():
                 try:
-                    code, body = daemon.send("flap", "a", {"c": 1}, timeout=2)
+                    code, body = daemon.send("flap", "a", {"c": 1})
                 except OSError:
                     return
                 if code == 202:

@@ -186,7 +186,8 @@ def test_deactivated_tenant_holds_pending_events(make_daemon: Any, sink: Sink) -
     write_tenant(
         d.config, "p", sink.url + "/p", active=False, retry_policy={"initial_delay_seconds": 0.5, "jitter": False}
     )
-    _wait(lambda: d.send("p", "a")[0] == 409)
+    _wait(lambda: d.request("GET", "/api/v1/webhooks/configs")[1]["configs"][0]["active"] is False)
+    assert d.send("p", "a")[0] == 409
     time.sleep(1.0)
     assert len(sink.on("/p")) == 1  # held, not attempted, not dropped
     assert d.event(body["event_id"])["status"] == "retrying"
