@@ -123,3 +123,49 @@ def test_sigterm_with_events_in_flight_exits_0_and_loses_nothing(make_daemon: An
     for eid in ids:
         d2.wait_status(eid, "delivered")
     assert d2.stop() == 0
+
+
+def test_second_sigint_skips_the_grace_period(make_daemon: Any, sink: Sink) -> None:
+    sink.responder = lambda n, r: Reply(200, delay=30)
+    d = make_daemon(args=["--shutdown-grace", "20"])
+    write_tenant(d.config, "g", sink.url + "/g", timeout_seconds=60)
+    d.start()
+    eid = d.send("g", "a")[1]["event_id"]
+    sink.wait_for(1, "/g")
+    d.signal(signal.SIGINT)
+    time.sleep(0.5)
+    assert d.proc.poll() is None  # still draining the in-flight attempt
+    started = time.time()
+    d.signal(signal.SIGINT)
+    assert d.proc.wait(10) == 130
+    assert time.time() - started < 3
+    sink.responder = lambda n, r: Reply(200)
+    d2 = make_daemon(config=d.config, data_dir=d.data_dir)
+    d2.start()
+    d2.wait_status(eid, "delivered")
+
+
+def test_journal_check_reports_counts_and_corruption(make_daemon: Any, sink: Sink) -> None:
+    sink.responder = lambda n, r: Reply(500)
+    d = make_daemon()
+    write_tenant(d.config, "c", sink.url, retry_policy={"initial_delay_seconds": 3600})
+    d.start()
+    for _ in range(5):
+        d.send("c", "a")
+    assert d.stop() == 0
+    cmd = [sys.executable, "-m", "relay", "journal", "check", "--data-dir", str(d.data_dir)]
+    ok = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and "pending" in ok.stdout and "5" in ok.stdout
+    seg = sorted((d.data_dir / "journal").glob("*.seg"))[0]
+    data = bytearray(seg.read_bytes())
+    data[40] ^= 0xFF  # inside the first record
+    seg.write_bytes(bytes(data))
+    bad = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1, bad.stdout
+    assert seg.read_bytes() == bytes(data)  # the check never modifies the journal
+    # Start-up still succeeds: the damaged part is moved aside, not deleted, and counted.
+    d2 = make_daemon(config=d.config, data_dir=d.data_dir)
+    d2.start()
+    _, text = d2.request("GET", "/metrics")
+    assert "hookrelay_journal_corrupt_records_total 1.0" in text
+    assert list((d.data_dir / "corrupt").iterdir())
