@@ -192,11 +192,9 @@ class DeliveryEngine:
         tasks = [ts.task for ts in self.tenants.values() if ts.task is not None]
         if self._attempt_tasks:
             await asyncio.wait(set(self._attempt_tasks), timeout=grace)
-        cancelled = 0
+        cancelled = sum(1 for t in self._attempt_tasks if not t.done())
         for t in [*self._attempt_tasks, *tasks]:
-            if not t.done():
-                t.cancel()
-                cancelled += 1
+            t.cancel()
         await asyncio.gather(*self._attempt_tasks, *tasks, *self._bg, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
