@@ -339,3 +339,48 @@ def test_no_secret_in_logs(make_daemon: Any, sink: Sink) -> None:
     assert "sekrit-123" not in logs and "tok-456" not in logs
     lines = [json.loads(line) for line in logs.splitlines() if line.strip()]
     assert any(rec.get("event_id") == body["event_id"] and rec.get("status") == 200 for rec in lines)
+
+
+def test_higher_severity_goes_first_when_events_wait(make_daemon: Any, sink: Sink) -> None:
+    d = make_daemon()
+    write_tenant(d.config, "sev", sink.url + "/s", max_in_flight=1)
+    d.start()
+    sink.responder = lambda n, r: Reply(200, delay=0.3) if n == 0 else Reply(200)
+    d.send("sev", "a", {"name": "first"}, severity="Low")
+    sink.wait_for(1, "/s")  # the first one is in flight; the rest wait behind it
+    for i in range(3):
+        d.send("sev", "a", {"name": f"low{i}"}, severity="Low")
+    d.send("sev", "a", {"name": "medium"}, severity="Medium")
+    d.send("sev", "a", {"name": "critical"}, severity="Critical")
+    got = sink.wait_for(6, "/s")
+    order = [r.json()["payload"]["name"] for r in got]
+    assert order == ["first", "critical", "medium", "low0", "low1", "low2"]
+
+
+def test_max_in_flight_bounds_concurrency(make_daemon: Any, sink: Sink) -> None:
+    d = make_daemon()
+    write_tenant(d.config, "mif", sink.url + "/m", max_in_flight=2)
+    d.start()
+    sink.responder = lambda n, r: Reply(200, delay=0.2)
+    for _ in range(6):
+        d.send("mif", "a")
+    got = sink.wait_for(6, "/m")
+    # With 2 in flight and 0.2 s each, 6 events arrive in 3 waves of 2.
+    arrivals = sorted(r.at for r in got)
+    assert arrivals[2] - arrivals[0] >= 0.15 and arrivals[4] - arrivals[2] >= 0.15
+
+
+def test_check_config_cli(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    good = tmp_path / "good"
+    write_tenant(good, "a", "https://example.com/hook")
+    ok = subprocess.run([sys.executable, "-m", "relay", "check-config", str(good)], capture_output=True, text=True)
+    assert ok.returncode == 0 and "1 tenant" in ok.stdout
+    bad = tmp_path / "bad"
+    write_tenant(bad, "acme", "https://example.com/hook", retry_policy={"max_retries": "x"}, extra_key=1)
+    res = subprocess.run([sys.executable, "-m", "relay", "check-config", str(bad)], capture_output=True, text=True)
+    assert res.returncode == 1
+    assert f"{bad}/acme.yaml: retry_policy.max_retries: expected int, got str" in res.stderr
+    assert f"{bad}/acme.yaml: extra_key: unknown key" in res.stderr
