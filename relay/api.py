@@ -155,7 +155,7 @@ def _prepare(st: AppState, req: SendRequest) -> _Prepared | dict[str, Any]:
     if not cfg.active:
         raise ApiError(409, "tenant_inactive", f"tenant {req.tenant_id!r} is not active (active: false)")
     if not cfg.accepts(req.event_type):
-        st.metrics.filtered.labels(tenant=req.tenant_id).inc()
+        st.metrics.tenant(req.tenant_id).filtered.inc()
         return {"event_id": req.event_id or new_event_id(), "status": "filtered"}
     event_id = req.event_id or new_event_id()
     envelope = build_envelope(req, event_id)
@@ -192,7 +192,7 @@ async def _accept(st: AppState, items: list[_Prepared]) -> None:
             st.accepting.pop(p.event_id, None)
             fut.set_result(ok)
     for p in items:
-        st.metrics.received.labels(tenant=p.tenant_id).inc()
+        st.metrics.tenant(p.tenant_id).received.inc()
 
 
 async def handle_send(request: web.Request) -> web.Response:

@@ -359,11 +359,12 @@ class DeliveryEngine:
             "duration_ms": round(out.duration * 1000, 1),
         }
         if out.ok:
-            await self.journal.delivered(e.event_id)
+            self.journal.delivered_nowait(e.event_id)
             self._settle(ts, e, "delivered")
             ts.stats.delivered += 1
-            self.metrics.delivered.labels(tenant=e.tenant_id).inc()
-            self.metrics.latency.labels(tenant=e.tenant_id).observe(max(0.0, time.time() - e.accepted_at))
+            tm = self.metrics.tenant(e.tenant_id)
+            tm.delivered.inc()
+            tm.latency.observe(max(0.0, time.time() - e.accepted_at))
             msg = "Webhook delivered - Event: %s, Status: %s, Time: %dms"
             if n > 1:
                 msg = f"Webhook delivered after {n} attempts - Event: %s, Status: %s, Time: %dms"
@@ -395,9 +396,10 @@ class DeliveryEngine:
     def _observe(self, ts: TenantState, cfg: TenantConfig, out: Outcome) -> None:
         tenant = cfg.tenant_id
         outcome = "connection_error" if out.kind == "refused" else out.kind
-        self.metrics.attempts.labels(tenant=tenant, outcome=outcome).inc()
+        tm = self.metrics.tenant(tenant)
+        tm.attempts[outcome].inc()
         if out.status is not None:
-            self.metrics.duration.labels(tenant=tenant).observe(out.duration)
+            tm.duration.observe(out.duration)
             ts.stats.response_ms_sum += out.duration * 1000
             ts.stats.responses += 1
         br = ts.breaker
@@ -436,7 +438,7 @@ class DeliveryEngine:
         e.seq = 0
         self.dead[e.event_id] = e
         ts.stats.failed += 1
-        self.metrics.dead_lettered.labels(tenant=e.tenant_id).inc()
+        self.metrics.tenant(e.tenant_id).dead_lettered.inc()
         log.error(
             "Webhook moved to dead-letter queue - Event: %s, Reason: %s",
             e.event_id,
@@ -460,7 +462,7 @@ class DeliveryEngine:
         """Called after a new snapshot is in force. Removed tenants' pending events go to the DLQ."""
         for tid in snap.tenants:
             self._tenant(tid)
-            self.metrics.init_tenant(tid)
+            self.metrics.tenant(tid)
         for tid, ts in self.tenants.items():
             if tid not in snap.tenants:
                 for e in list(ts.pending.values()):

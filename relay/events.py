@@ -6,6 +6,7 @@ signs) those exact bytes on every attempt, so a retry never re-encodes and never
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import time
@@ -102,11 +103,17 @@ def new_event_id() -> str:
     return "evt_" + secrets.token_hex(12)
 
 
+@functools.lru_cache(maxsize=4)
+def _second(sec: int) -> str:
+    return datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def rfc3339(ts: float, *, millis: bool = True) -> str:
-    dt = datetime.fromtimestamp(ts, UTC)
+    # On the ingest path: format the second once, then only append the milliseconds.
+    sec = int(ts)
     if millis:
-        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return f"{_second(sec)}.{int((ts - sec) * 1000):03d}Z"
+    return _second(sec) + "Z"
 
 
 def build_envelope(req: SendRequest, event_id: str, now: float | None = None) -> bytes:

@@ -80,6 +80,12 @@ class _Req:
         self.sync = sync
 
 
+def _consume(fut: asyncio.Future[None]) -> None:
+    # A failed write is already logged and reflected in `healthy`; nobody awaits this future.
+    if not fut.cancelled():
+        fut.exception()
+
+
 class Journal:
     def __init__(
         self,
@@ -378,6 +384,17 @@ class Journal:
         ev = self._index.events.get(event_id)
         if ev is not None:
             await self._enqueue([self._settle_rec(DELIVERED, event_id, self._clock(), ev)])
+
+    def delivered_nowait(self, event_id: str) -> None:
+        """Settle a delivered event in the next group commit without waiting for it.
+
+        Losing this record to a crash only means the event is delivered once more after the
+        restart (at-least-once), so the delivery path does not hold its slot for the fsync.
+        """
+        ev = self._index.events.get(event_id)
+        if ev is not None:
+            fut = self._enqueue([self._settle_rec(DELIVERED, event_id, self._clock(), ev)])
+            fut.add_done_callback(_consume)
 
     async def dead(self, event_id: str, reason: str, failed_at: float) -> None:
         ev = self._live(event_id)
