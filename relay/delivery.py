@@ -122,6 +122,7 @@ class TenantState:
     stats: TenantStats = field(default_factory=TenantStats)
     tokens: float = 0.0
     tokens_at: float = 0.0
+    swept_at: float = 0.0
 
     def retrying(self) -> int:
         return sum(1 for e in self.pending.values() if e.tries)
@@ -265,6 +266,9 @@ class DeliveryEngine:
             wait: float | None = None
             if cfg is not None and cfg.active:
                 wait = self._dispatch_ready(ts, cfg, now)
+                if ts.breaker.is_open(now) and now - ts.swept_at >= 1.0:
+                    ts.swept_at = now
+                    self._expire_behind_breaker(ts, cfg, now)
             if ts.delayed:
                 until = max(0.0, ts.delayed[0][0] - now)
                 wait = until if wait is None else min(wait, until)
@@ -303,6 +307,27 @@ class DeliveryEngine:
             self._attempt_tasks.add(task)
             task.add_done_callback(self._attempt_tasks.discard)
         return None
+
+    def _expire_behind_breaker(self, ts: TenantState, cfg: TenantConfig, now: float) -> None:
+        """Dead-letter events that have waited longer than their whole retry schedule.
+
+        Waiting behind an open breaker spends no retries, but an event must not wait forever:
+        once it is older than the schedule (every delay plus every attempt's timeout) it goes to
+        the dead-letter queue. `pending` is in arrival order, so the scan stops at the first
+        young event.
+        """
+        policy = cfg.retry_policy
+        limit = policy.schedule_seconds() + cfg.timeout_seconds * (policy.max_retries + 1)
+        expired = []
+        for e in ts.pending.values():
+            if now - e.accepted_at <= limit:
+                break
+            if e.state in ("queued", "retrying"):
+                expired.append(e)
+        for e in expired:
+            e.state = "delivering"  # claimed: no attempt may start while it moves
+            reason = f"circuit breaker open: not delivered within the retry schedule ({limit:g}s)"
+            self._spawn(self._to_dead(ts, e, reason))
 
     # ---- one attempt -----------------------------------------------------------------------
 
@@ -410,7 +435,9 @@ class DeliveryEngine:
             return
         br.failures += 1
         cb = cfg.circuit_breaker
-        if cb.enabled and (br.probing or br.failures >= cb.failure_threshold):
+        # Attempts that were already in flight when it opened must not trip it again.
+        already_open = br.open_until > time.time() and not br.probing
+        if cb.enabled and not already_open and (br.probing or br.failures >= cb.failure_threshold):
             # Each trip doubles the cool-down, capped by the policy's longest delay.
             base = max(cfg.retry_policy.initial_delay_seconds, 0.05)
             cool = min(base * (2.0**br.trips), cfg.retry_policy.max_delay_seconds)
