@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 import time
@@ -53,6 +54,7 @@ class EgressPolicy:
     deny_private: bool = False
     allow: tuple[Network, ...] = ()
 
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - policies live as long as the process
     def refusal(self, address: str) -> str | None:
         """Why `address` may not be contacted, or None when it may."""
         try:
@@ -177,6 +179,16 @@ def _describe(exc: BaseException) -> str:
     return text[:300]
 
 
+@functools.lru_cache(maxsize=1024)
+def _host_of(url: str) -> str:
+    return (urlsplit(url).hostname or "").strip("[]")
+
+
+@functools.lru_cache(maxsize=64)
+def _client_timeout(total: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=total)
+
+
 async def post(
     session: aiohttp.ClientSession,
     url: str,
@@ -186,9 +198,8 @@ async def post(
     policy: EgressPolicy,
 ) -> Outcome:
     start = time.perf_counter()
-    host = urlsplit(url).hostname or ""
     # IP literals never reach the resolver, so check them here.
-    refused = policy.refusal(host.strip("[]"))
+    refused = policy.refusal(_host_of(url))
     if refused:
         return Outcome("refused", None, refused, 0.0)
     status: int | None = None
@@ -198,7 +209,7 @@ async def post(
             data=body,
             headers=headers,
             allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=timeout),
+            timeout=_client_timeout(timeout),
         ) as resp:
             status = resp.status
             data = bytearray()
