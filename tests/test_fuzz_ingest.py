@@ -107,8 +107,22 @@ def test_decode_send_arbitrary_bytes(raw: bytes) -> None:
 @example(b'{"tenant_id":"a","event_type":"b","payload":' + nested(10000) + b"}")
 @example(b'{"tenant_id":"a","event_type":"b","payload":' + nested(5000, "{") + b"}")
 @example(b'{"tenant_id":"a","event_type":"b","payload":1,"context":' + nested(5000, "{") + b"}")
+@example(b'{"tenant_id":"a","event_type":"b","payload":1,"target_url":"http://[::1/"}')
+@example(b'{"tenant_id":"a","event_type":"b","payload":1,"target_url":"http://[x]/"}')
 def test_decode_send_structured(raw: bytes) -> None:
     check_decode(raw)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://[::1/", "http://[x]/", "http://127.0.0.1:99999/", "http://127.0.0.1:port/", "https://:443/"],
+)
+def test_unusable_target_url_is_422(url: str) -> None:
+    """A target_url that can never be requested is refused at ingest, naming the field."""
+    body = {"tenant_id": "a", "event_type": "b", "payload": 1, "target_url": url}
+    with pytest.raises(ApiError) as info:
+        decode_send(json.dumps(body).encode())
+    assert info.value.status == 422 and info.value.details == {"field": "target_url"}
 
 
 # ---- against the real daemon -------------------------------------------------------------------
