@@ -27,7 +27,7 @@ from relay.events import (
     new_event_id,
     rfc3339,
 )
-from relay.ingest import decode_send, invalid
+from relay.ingest import decode_send, invalid, too_deep
 from relay.journal import JournalUnavailable
 from relay.metrics import Metrics
 from relay.reload import ConfigManager
@@ -38,6 +38,9 @@ log = logging.getLogger("relay.api")
 PREFIX = "/api/v1/webhooks"
 OPS_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 MAX_BATCH = 1000
+# A client that stalls mid-request is cut off after this long (body here; headers and idle
+# keep-alive connections through the server's keepalive_timeout, set to the same value).
+CLIENT_TIMEOUT = 5.0
 _enc = msgspec.json.Encoder()
 _batch_decoder = msgspec.json.Decoder(BatchRequest)
 
@@ -94,7 +97,10 @@ async def errors_middleware(
     try:
         return await handler(request)
     except ApiError as err:
-        return error_response(err)
+        resp = error_response(err)
+        if err.status == 408:
+            resp.force_close()  # the client stalled mid-body: drop the connection
+        return resp
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[STATE].max_body_bytes
         return error_response(ApiError(413, "payload_too_large", f"request body exceeds {limit} bytes"))
@@ -132,7 +138,11 @@ async def _read_body(request: web.Request) -> bytes:
     limit = request.app[STATE].max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "payload_too_large", f"request body exceeds {limit} bytes")
-    return await request.read()
+    try:
+        async with asyncio.timeout(CLIENT_TIMEOUT):
+            return await request.read()
+    except TimeoutError:
+        raise ApiError(408, "request_timeout", f"request body not received within {CLIENT_TIMEOUT:g}s") from None
 
 
 # ---- ingest ------------------------------------------------------------------------------
@@ -222,6 +232,8 @@ async def handle_send_batch(request: web.Request) -> web.Response:
         raise invalid("events", str(exc)) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, "bad_json", f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise too_deep() from None
     if len(batch.events) > MAX_BATCH:
         raise invalid("events", f"at most {MAX_BATCH} events per batch, got {len(batch.events)}")
     results: list[dict[str, Any]] = []
@@ -275,6 +287,8 @@ async def handle_configure(request: web.Request) -> web.Response:
         data = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise ApiError(400, "bad_json", f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise too_deep() from None
     try:
         cfg, created = await st.config.write_tenant(data)
     except ConfigError as exc:

@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from relay import __version__
-from relay.api import AppState, make_app, make_ops_app
+from relay.api import CLIENT_TIMEOUT, AppState, make_app, make_ops_app
 from relay.config import ConfigError
 from relay.delivery import DeliveryEngine
 from relay.dispatch import EgressPolicy
@@ -145,7 +145,15 @@ class Daemon:
 
     async def _listen(self) -> None:
         s = self.s
-        runner = web.AppRunner(make_app(self.state), access_log=None, shutdown_timeout=HTTP_DRAIN_TIMEOUT)
+        runner = web.AppRunner(
+            make_app(self.state),
+            access_log=None,
+            shutdown_timeout=HTTP_DRAIN_TIMEOUT,
+            keepalive_timeout=CLIENT_TIMEOUT,
+            # After an early answer (413, 408) read what the client still sends for at most this
+            # long, so it sees the answer, then close: a stalled client must not hold the socket.
+            lingering_time=2.0,
+        )
         await runner.setup()
         self._runners.append(runner)
         await _start_tcp(runner, "--listen", s.listen)
@@ -157,7 +165,9 @@ class Daemon:
                 raise StartupError([f"--unix-socket {s.unix_socket}: cannot listen: {exc.strerror}"]) from None
             os.chmod(s.unix_socket, 0o660)
         if s.ops_listen:
-            ops = web.AppRunner(make_ops_app(self.state), access_log=None, shutdown_timeout=1.0)
+            ops = web.AppRunner(
+                make_ops_app(self.state), access_log=None, shutdown_timeout=1.0, keepalive_timeout=CLIENT_TIMEOUT
+            )
             await ops.setup()
             self._runners.append(ops)
             await _start_tcp(ops, "--ops-listen", s.ops_listen)

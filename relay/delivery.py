@@ -11,6 +11,7 @@ read back (one pread) when an attempt starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -19,6 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -52,6 +54,7 @@ class Entry:
         "event_id",
         "failed_at",
         "next_due",
+        "round_at",
         "seq",
         "severity",
         "state",
@@ -73,11 +76,15 @@ class Entry:
         # Attempts in the current round: a dead letter replayed starts a fresh round (numbered
         # from 1 again) while `attempts` keeps the whole history.
         self.tries = 0
+        self.round_at = accepted_at  # start of the current round, for expiry behind a breaker
 
     def restore_attempts(self, attempts: list[Attempt]) -> None:
         self.attempts = attempts
         starts = [i for i, a in enumerate(attempts) if a.attempt == 1]
         self.tries = len(attempts) - starts[-1] if starts else len(attempts)
+        if starts and starts[-1] > 0:  # replayed at least once: the round began at its first attempt
+            with contextlib.suppress(ValueError):
+                self.round_at = datetime.fromisoformat(attempts[starts[-1]].at).timestamp()
 
 
 @dataclass
@@ -322,7 +329,7 @@ class DeliveryEngine:
         for e in ts.pending.values():
             if now - e.accepted_at <= limit:
                 break
-            if e.state in ("queued", "retrying"):
+            if e.state in ("queued", "retrying") and now - e.round_at > limit:
                 expired.append(e)
         for e in expired:
             e.state = "delivering"  # claimed: no attempt may start while it moves
@@ -428,6 +435,8 @@ class DeliveryEngine:
             ts.stats.response_ms_sum += out.duration * 1000
             ts.stats.responses += 1
         br = ts.breaker
+        if out.kind == "refused":
+            return  # our own egress policy, not the endpoint's health: never trips the breaker
         if out.ok or out.status == 410:
             br.failures = br.trips = 0
             br.open_until = 0.0
@@ -514,6 +523,7 @@ class DeliveryEngine:
         del self.dead[event_id]
         # A replayed event gets a fresh retry budget; its earlier attempts stay on record.
         e.tries = 0
+        e.round_at = time.time()
         e.state = "queued"
         e.dead_reason = e.failed_at = None
         ts = self._tenant(e.tenant_id)

@@ -23,6 +23,10 @@ MAX_EVENT_TYPE = 256
 MAX_CONTEXT_ITEMS = 64
 
 
+def too_deep() -> ApiError:
+    return ApiError(400, "bad_json", "request body is nested too deeply")
+
+
 def invalid(field: str, message: str) -> ApiError:
     return ApiError(422, "invalid_field", f"{field}: {message}", {"field": field})
 
@@ -48,6 +52,8 @@ def decode_send(body: bytes | msgspec.Raw) -> SendRequest:
         raise invalid(field, message) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, "bad_json", f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise too_deep() from None
     validate(req)
     return req
 
@@ -71,11 +77,7 @@ def validate(req: SendRequest) -> None:
     if req.event_id is not None and not EVENT_ID_RE.match(req.event_id):
         raise invalid("event_id", "must be 1 to 128 characters of A-Z a-z 0-9 . _ : ~ -")
     if req.target_url is not None:
-        parts = urlsplit(req.target_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise invalid("target_url", "must be an absolute http:// or https:// URL")
-        if any(c in req.target_url for c in "\r\n\0 "):
-            raise invalid("target_url", "may not contain whitespace or control characters")
+        check_url(req.target_url)
     if req.custom_headers:
         if len(req.custom_headers) > MAX_CUSTOM_HEADERS:
             raise invalid("custom_headers", f"at most {MAX_CUSTOM_HEADERS} headers")
@@ -86,3 +88,19 @@ def validate(req: SendRequest) -> None:
                 raise invalid(field, "this header is set by hookrelay and cannot be overridden")
     if req.context and len(req.context) > MAX_CONTEXT_ITEMS:
         raise invalid("context", f"at most {MAX_CONTEXT_ITEMS} entries")
+
+
+def check_url(url: str, field: str = "target_url") -> None:
+    """An absolute http(s) URL that the HTTP client can actually use, or 422."""
+    if any(c in url for c in "\r\n\0\t "):
+        raise invalid(field, "may not contain whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise invalid(field, "not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise invalid(field, "must be an absolute http:// or https:// URL")
+    if host.endswith(".") or (host.replace(".", "").isdigit() and host.count(".") != 3):
+        raise invalid(field, "host must be a DNS name or a dotted-quad / bracketed IPv6 address")

@@ -59,3 +59,5 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root.setLevel(LEVELS[level])
     # aiohttp's access log is one line per request: too chatty for a sidecar at info.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # watchfiles logs every idle poll at debug: noise, not per-attempt detail.
+    logging.getLogger("watchfiles").setLevel(max(logging.INFO, LEVELS[level]))

@@ -33,7 +33,7 @@ def write_checkpoint(jdir: Path, settled: dict[str, float]) -> None:
     body = b"".join(parts)
     data = body + _COUNT.pack(zlib.crc32(body))
     tmp = jdir / (NAME + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         view = memoryview(data)
         while view:

@@ -194,7 +194,7 @@ class Journal:
         return Recovered(rep.live, set(idx.settled), corrupt, torn)
 
     def _init_segment(self, seg: int) -> None:
-        fd = os.open(self._jdir / seg_name(seg), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(self._jdir / seg_name(seg), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, MAGIC)
             os.fsync(fd)

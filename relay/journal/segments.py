@@ -43,7 +43,7 @@ def mkdir_durable(path: Path) -> None:
         p = p.parent
     for d in reversed(missing):
         try:
-            d.mkdir()
+            d.mkdir(mode=0o700)  # payloads live here: owner only
         except FileExistsError:
             continue
         fsync_dir(d.parent)
@@ -63,7 +63,7 @@ def quarantine(data_dir: Path, name: str, data: bytes) -> Path:
     while True:
         path = cdir / (name if n == 0 else f"{name}.{n}")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             n += 1
             continue

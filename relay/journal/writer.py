@@ -81,7 +81,7 @@ class SegmentWriter:
                     res.sizes[self.head] = size
                     self.head += 1
                     path = self.jdir / seg_name(self.head)
-                    self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+                    self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
                     created.append((self.head, self._fd))
                     fsync_dir(self.jdir)
                     chunk = [MAGIC]
@@ -126,7 +126,7 @@ class SegmentWriter:
             os.ftruncate(self._fd, self.size)
             self._dirty = False
         path = self.jdir / "PROBE"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             self._write_all(fd, b"\0" * 4096)
             self._fsync(fd)
