@@ -35,7 +35,6 @@ from relay.signing import verify_signature
 
 log = logging.getLogger("relay.api")
 
-PREFIX = "/api/v1/webhooks"
 OPS_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 MAX_BATCH = 1000
 # A client that stalls mid-request is cut off after this long (body here; headers and idle
@@ -468,21 +467,22 @@ def make_app(state: AppState) -> web.Application:
     # aiohttp enforces client_max_size when reading; we answer 413 ourselves with a JSON body.
     app = web.Application(client_max_size=state.max_body_bytes, middlewares=middlewares)
     app[STATE] = state
+    # Paths spelled out in full, as in SPEC §3, so they can be found with grep.
     app.add_routes(
         [
-            web.post(f"{PREFIX}/send", handle_send),
-            web.post(f"{PREFIX}/send-batch", handle_send_batch),
-            web.get(f"{PREFIX}/configs", handle_configs),
-            web.post(f"{PREFIX}/configure", handle_configure),
-            web.delete(PREFIX + "/config/{tenant_id}", handle_delete_config),
-            web.get(PREFIX + "/metrics/{tenant_id}", handle_tenant_metrics),
-            web.get(f"{PREFIX}/dead-letter", handle_dead_letter),
-            web.delete(f"{PREFIX}/dead-letter", handle_purge),
-            web.post(f"{PREFIX}/dead-letter/retry", handle_retry_all),
-            web.delete(PREFIX + "/dead-letter/{event_id}", handle_purge_one),
-            web.post(PREFIX + "/retry/{event_id}", handle_retry),
-            web.get(PREFIX + "/events/{event_id}", handle_event),
-            web.post(f"{PREFIX}/receive", handle_receive),
+            web.post("/api/v1/webhooks/send", handle_send),
+            web.post("/api/v1/webhooks/send-batch", handle_send_batch),
+            web.get("/api/v1/webhooks/configs", handle_configs),
+            web.post("/api/v1/webhooks/configure", handle_configure),
+            web.delete("/api/v1/webhooks/config/{tenant_id}", handle_delete_config),
+            web.get("/api/v1/webhooks/metrics/{tenant_id}", handle_tenant_metrics),
+            web.get("/api/v1/webhooks/dead-letter", handle_dead_letter),
+            web.delete("/api/v1/webhooks/dead-letter", handle_purge),
+            web.post("/api/v1/webhooks/dead-letter/retry", handle_retry_all),
+            web.delete("/api/v1/webhooks/dead-letter/{event_id}", handle_purge_one),
+            web.post("/api/v1/webhooks/retry/{event_id}", handle_retry),
+            web.get("/api/v1/webhooks/events/{event_id}", handle_event),
+            web.post("/api/v1/webhooks/receive", handle_receive),
             web.get("/api/v1/openapi.json", handle_openapi),
             *_ops_routes(),
         ]
