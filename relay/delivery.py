@@ -18,7 +18,7 @@ import itertools
 import logging
 import random
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -54,6 +54,7 @@ class Entry:
         "dead_reason",
         "event_id",
         "failed_at",
+        "in_ready",
         "next_due",
         "round_at",
         "seq",
@@ -68,12 +69,14 @@ class Entry:
         self.tenant_id = tenant_id
         self.severity = severity
         self.accepted_at = accepted_at
-        self.attempts: list[Attempt] = []
+        # Most events never fail: share one empty tuple rather than a list per event (72 bytes).
+        self.attempts: list[Attempt] | tuple[()] = ()
         self.next_due: float | None = None
         self.state = "queued"  # queued | delivering | retrying | dead | delivered
         self.dead_reason: str | None = None
         self.failed_at: float | None = None
-        self.seq = 0  # heap entries carrying another seq are stale
+        self.seq = 0  # `delayed` heap items carrying another seq are stale
+        self.in_ready = False  # sitting in one of its tenant's ready queues
         # Attempts in the current round: a dead letter replayed starts a fresh round (numbered
         # from 1 again) while `attempts` keeps the whole history.
         self.tries = 0
@@ -92,7 +95,7 @@ class Entry:
 class Settled:
     tenant_id: str
     state: str
-    attempts: list[Attempt]
+    attempts: list[Attempt] | tuple[()]
 
 
 @dataclass
@@ -120,7 +123,9 @@ class TenantStats:
 @dataclass
 class TenantState:
     tenant_id: str
-    ready: list[tuple[int, int, str]] = field(default_factory=list)  # (-severity, seq, id)
+    # Due events, one FIFO per severity (index = rank): 8 bytes an event, where a heap of
+    # tuples costs about 100.
+    ready: tuple[deque[Entry], ...] = field(default_factory=lambda: tuple(deque() for _ in SEVERITY_NAME))
     delayed: list[tuple[float, int, str]] = field(default_factory=list)  # (due, seq, id)
     pending: dict[str, Entry] = field(default_factory=dict)  # not dead, in arrival order
     in_flight: int = 0
@@ -177,7 +182,7 @@ class DeliveryEngine:
         try:
             for live in rec.live:
                 eid = live.event_id
-                e = Entry(eid, live.tenant_id, live.severity, live.accepted_at)
+                e = Entry(eid, live.tenant_id, min(max(live.severity, 0), 3), live.accepted_at)
                 if live.attempts:
                     e.restore_attempts([decode_attempt(b) for b in live.attempts])
                 entries[eid] = e
@@ -191,15 +196,15 @@ class DeliveryEngine:
                 if e.tries:
                     e.state = "retrying"
                 ts.pending[eid] = e
-                e.seq = next(seq)
                 due = e.next_due = live.next_due
                 if due is None or due <= now:
-                    ts.ready.append((-e.severity, e.seq, eid))
+                    ts.ready[e.severity].append(e)
+                    e.in_ready = True
                 else:
+                    e.seq = next(seq)
                     ts.delayed.append((due, e.seq, eid))
             for ts in self.tenants.values():
-                heapq.heapify(ts.ready)  # one O(n) pass instead of n pushes
-                heapq.heapify(ts.delayed)
+                heapq.heapify(ts.delayed)  # one O(n) pass instead of n pushes
         finally:
             if gc_was_enabled:
                 gc.enable()
@@ -268,13 +273,34 @@ class DeliveryEngine:
             ts.task = asyncio.create_task(self._run_tenant(ts), name=f"tenant:{ts.tenant_id}")
 
     def _schedule(self, ts: TenantState, e: Entry, due: float | None) -> None:
-        e.seq = next(self._seq)
         e.next_due = due
         if due is None or due <= time.time():
-            heapq.heappush(ts.ready, (-e.severity, e.seq, e.event_id))
+            e.seq = 0  # any `delayed` item of this event is now stale
+            self._make_ready(ts, e)
         else:
+            e.seq = next(self._seq)
             heapq.heappush(ts.delayed, (due, e.seq, e.event_id))
         ts.wake.set()
+
+    @staticmethod
+    def _make_ready(ts: TenantState, e: Entry) -> None:
+        # Already queued (e.g. a dead letter replayed before its stale slot was popped): keep
+        # that place in line rather than queue it twice.
+        if not e.in_ready:
+            e.in_ready = True
+            ts.ready[e.severity].append(e)
+
+    @staticmethod
+    def _peek_ready(ts: TenantState) -> Entry | None:
+        """The next event to send (highest severity, then oldest), dropping stale slots."""
+        for q in reversed(ts.ready):
+            while q:
+                e = q[0]
+                if e.state in ("queued", "retrying"):
+                    return e
+                q.popleft()  # settled, dead-lettered or claimed since it was queued
+                e.in_ready = False
+        return None
 
     def _live(self, eid: str, seq: int) -> Entry | None:
         e = self.entries.get(eid)
@@ -290,7 +316,7 @@ class DeliveryEngine:
                 _, seq, eid = heapq.heappop(ts.delayed)
                 e = self._live(eid, seq)
                 if e is not None:
-                    heapq.heappush(ts.ready, (-e.severity, seq, eid))
+                    self._make_ready(ts, e)
             cfg = self._config().tenants.get(ts.tenant_id)
             wait: float | None = None
             if cfg is not None and cfg.active:
@@ -311,7 +337,7 @@ class DeliveryEngine:
         """Start attempts while limits allow; return how long until a limit may lift (None: on wake)."""
         cb = cfg.circuit_breaker
         br = ts.breaker
-        while ts.ready and ts.in_flight < cfg.max_in_flight:
+        while ts.in_flight < cfg.max_in_flight and (e := self._peek_ready(ts)) is not None:
             if cb.enabled and br.is_open(now):
                 if br.probing:
                     return None
@@ -324,10 +350,8 @@ class DeliveryEngine:
                 if ts.tokens < 1.0:
                     return (1.0 - ts.tokens) / rate
                 ts.tokens -= 1.0
-            _, seq, eid = heapq.heappop(ts.ready)
-            e = self._live(eid, seq)
-            if e is None:
-                continue
+            ts.ready[e.severity].popleft()
+            e.in_ready = False
             if cb.enabled and br.open_until and br.open_until <= now:
                 br.probing = True  # half-open: this attempt alone decides
             e.state = "delivering"
@@ -403,7 +427,10 @@ class DeliveryEngine:
             duration_ms=round(out.duration * 1000, 3),
             response_body=out.body,
         )
-        e.attempts.append(attempt)
+        if e.attempts:
+            e.attempts.append(attempt)
+        else:
+            e.attempts = [attempt]
         e.tries = n
         fields = {
             "event_id": e.event_id,
