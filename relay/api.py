@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hmac
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,12 +148,13 @@ async def _read_body(request: web.Request) -> bytes:
 # ---- ingest ------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Prepared:
     event_id: str
     tenant_id: str
     severity: int
     blob: bytes
+    given_id: bool
 
 
 def _prepare(st: AppState, req: SendRequest) -> _Prepared | dict[str, Any]:
@@ -169,7 +171,8 @@ def _prepare(st: AppState, req: SendRequest) -> _Prepared | dict[str, Any]:
     event_id = req.event_id or new_event_id()
     envelope = build_envelope(req, event_id)
     stored = StoredEvent(envelope, req.event_type, req.target_url, req.custom_headers)
-    return _Prepared(event_id, req.tenant_id, SEVERITY_RANK[req.severity], encode_stored(stored))
+    blob = encode_stored(stored)
+    return _Prepared(event_id, req.tenant_id, SEVERITY_RANK[req.severity], blob, req.event_id is not None)
 
 
 async def _duplicate(st: AppState, event_id: str) -> dict[str, Any] | None:
@@ -184,12 +187,11 @@ async def _duplicate(st: AppState, event_id: str) -> dict[str, Any] | None:
 
 async def _accept(st: AppState, items: list[_Prepared]) -> None:
     """Journal a group of events in one commit; raise ApiError 503 if the journal fails."""
-    loop = asyncio.get_running_loop()
-    futures: list[asyncio.Future[bool]] = []
-    for p in items:
-        fut: asyncio.Future[bool] = loop.create_future()
-        st.accepting[p.event_id] = fut
-        futures.append(fut)
+    # Only ids the client chose can be sent twice; generated ones are unique by construction.
+    keyed = [p.event_id for p in items if p.given_id]
+    verdict: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    for eid in keyed:
+        st.accepting[eid] = verdict
     ok = False
     try:
         await st.engine.accept([(p.event_id, p.tenant_id, p.severity, p.blob) for p in items])
@@ -197,11 +199,11 @@ async def _accept(st: AppState, items: list[_Prepared]) -> None:
     except JournalUnavailable as exc:
         raise ApiError(503, "journal_unavailable", f"event not accepted: journal write failed ({exc})") from None
     finally:
-        for p, fut in zip(items, futures, strict=True):
-            st.accepting.pop(p.event_id, None)
-            fut.set_result(ok)
-    for p in items:
-        st.metrics.tenant(p.tenant_id).received.inc()
+        for eid in keyed:
+            st.accepting.pop(eid, None)
+        verdict.set_result(ok)
+    for tenant, n in Counter(p.tenant_id for p in items).items():
+        st.metrics.tenant(tenant).received.inc(n)
 
 
 async def handle_send(request: web.Request) -> web.Response:
