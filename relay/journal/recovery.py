@@ -59,23 +59,11 @@ class Replay:
     seen_ids: set[str] | None = None
 
 
-class _Meta:
-    """Recovery-only details of live events (tenant, severity, attempts) for `Recovered.live`."""
-
-    __slots__ = ("accepted_at", "attempts", "severity", "tenant")
-
-    def __init__(self, tenant: str, severity: int, accepted_at: float, attempts: list[bytes]) -> None:
-        self.tenant = tenant
-        self.severity = severity
-        self.accepted_at = accepted_at
-        self.attempts = attempts
-
-
 def _scan(
     data: bytes,
     seg: int,
     index: Index,
-    meta: dict[str, _Meta] | None,
+    meta: dict[str, LiveEvent] | None,
     seen: set[str] | None,
 ) -> tuple[int, int, str | None]:
     """Apply the records of one segment; returns (good end offset, records applied, error)."""
@@ -111,7 +99,7 @@ def _scan(
                     tenant = tenants.get(tb)
                     if tenant is None:
                         tenant = tenants[tb] = tb.decode()
-                    meta[eid] = _Meta(tenant, small, f, [])
+                    meta[eid] = LiveEvent(eid, tenant, small, f, [], None, False, None, None)
                 if seen is not None:
                     seen.add(eid)
             elif rtype == ATTEMPT:
@@ -128,7 +116,9 @@ def _scan(
                 tail = parse_snapshot_tail(data, q + auxl, end, meta is not None)
                 index.snapshot(eid, seg, p, end - p, tail.blob_off - p, tail.next_due, tail.dead)
                 if meta is not None:
-                    meta[eid] = _Meta(data[q : q + auxl].decode(), small, f, tail.attempts)
+                    meta[eid] = LiveEvent(
+                        eid, data[q : q + auxl].decode(), small, f, tail.attempts, None, False, None, None
+                    )
                 if seen is not None:
                     seen.add(eid)
             else:
@@ -172,7 +162,7 @@ def _replay(jdir: Path, collect: bool, count_ids: bool) -> Replay:
     rep = Replay(index, segs, {}, checkpoint_problem=problem)
     if count_ids:
         rep.seen_ids = set()
-    meta: dict[str, _Meta] | None = {} if collect else None
+    meta: dict[str, LiveEvent] | None = {} if collect else None
     for i, seg in enumerate(segs):
         data = read_file(jdir / seg_name(seg))
         end, count, err = _scan(data, seg, index, meta, rep.seen_ids)
@@ -184,22 +174,14 @@ def _replay(jdir: Path, collect: bool, count_ids: bool) -> Replay:
         del data
     if meta is not None:
         live = rep.live
+        # The LiveEvent made at ACCEPTED only lacks what later records decided (due, dead).
         for eid, ev in index.events.items():
             m = meta[eid]
+            m.next_due = ev.due
             dead = ev.dead
-            live.append(
-                LiveEvent(
-                    eid,
-                    m.tenant,
-                    m.severity,
-                    m.accepted_at,
-                    m.attempts,
-                    ev.due,
-                    dead is not None,
-                    dead[0] if dead else None,
-                    dead[1] if dead else None,
-                )
-            )
+            if dead is not None:
+                m.dead, m.dead_reason, m.failed_at = True, dead[0], dead[1]
+            live.append(m)
         # Compaction moves events forward, so file order is not accept order; the sort is
         # nearly free on data that is mostly in order already.
         live.sort(key=lambda e: e.accepted_at)
