@@ -92,13 +92,6 @@ class Entry:
 
 
 @dataclass
-class Settled:
-    tenant_id: str
-    state: str
-    attempts: list[Attempt] | tuple[()]
-
-
-@dataclass
 class Breaker:
     """Consecutive-failure ejection with a growing cool-down and one half-open probe."""
 
@@ -160,7 +153,8 @@ class DeliveryEngine:
         self.dead: dict[str, Entry] = {}
         self.tenants: dict[str, TenantState] = {}
         self._settled_ids: set[str] = set()
-        self._recent: OrderedDict[str, Settled] = OrderedDict()
+        # Settled entries themselves (no copy): what /events/{id} shows after delivery.
+        self._recent: OrderedDict[str, Entry] = OrderedDict()
         self._seq = itertools.count(1)
         self._attempt_tasks: set[asyncio.Task[None]] = set()
         self._bg: set[asyncio.Task[Any]] = set()
@@ -537,7 +531,7 @@ class DeliveryEngine:
         self.dead.pop(e.event_id, None)
         e.state = state
         self._settled_ids.add(e.event_id)
-        self._recent[e.event_id] = Settled(e.tenant_id, state, e.attempts)
+        self._recent[e.event_id] = e
         if len(self._recent) > RECENT_SETTLED:
             self._recent.popitem(last=False)
 

@@ -132,17 +132,38 @@ class Outcome:
         return None
 
 
-def build_headers(cfg: TenantConfig, ev: StoredEvent, event_id: str, now: int) -> CIMultiDict[str]:
+def _configured_headers(cfg: TenantConfig, custom: dict[str, str] | None) -> CIMultiDict[str]:
+    """Defaults, then the tenant's headers, then the event's, then auth: on a clash the later wins."""
     h: CIMultiDict[str] = CIMultiDict()
     h["Content-Type"] = "application/json"
     h["User-Agent"] = USER_AGENT
     for name, value in cfg.default_headers.items():
         h[name] = value
-    for name, value in (ev.custom_headers or {}).items():
+    for name, value in (custom or {}).items():
         h[name] = value
     if cfg.auth_config is not None:
         name, value = cfg.auth_config.header()
         h[name] = value
+    return h
+
+
+# Per-config headers, built once per tenant config rather than once per attempt. Keyed by
+# id() with the config kept alive beside them, so a reused id can never match a dead config.
+_tenant_headers: dict[int, tuple[TenantConfig, CIMultiDict[str]]] = {}
+
+
+def _tenant_headers_for(cfg: TenantConfig) -> CIMultiDict[str]:
+    hit = _tenant_headers.get(id(cfg))
+    if hit is None or hit[0] is not cfg:
+        if len(_tenant_headers) > 4096:  # reloads leave old configs behind: drop them all
+            _tenant_headers.clear()
+        hit = _tenant_headers[id(cfg)] = (cfg, _configured_headers(cfg, None))
+    return hit[1]
+
+
+def build_headers(cfg: TenantConfig, ev: StoredEvent, event_id: str, now: int) -> CIMultiDict[str]:
+    custom = ev.custom_headers
+    h = _configured_headers(cfg, custom) if custom else _tenant_headers_for(cfg).copy()
     # Set last: nothing configured or sent by the app can override identity or signature.
     body = ev.envelope
     secrets_ = cfg.signing_secrets()
