@@ -327,33 +327,63 @@ class DeliveryEngine:
             except TimeoutError:
                 pass
 
-    def _dispatch_ready(self, ts: TenantState, cfg: TenantConfig, now: float) -> float | None:
-        """Start attempts while limits allow; return how long until a limit may lift (None: on wake)."""
+    def _claim(self, ts: TenantState, cfg: TenantConfig, now: float) -> Entry | float | None:
+        """Take the next due event if the breaker and rate limit allow.
+
+        Returns the event (now "delivering"), or how long until a limit may lift, or None when
+        nothing is due or the wait ends with a wake-up (a half-open probe in flight).
+        """
+        e = self._peek_ready(ts)
+        if e is None:
+            return None
         cb = cfg.circuit_breaker
         br = ts.breaker
-        while ts.in_flight < cfg.max_in_flight and (e := self._peek_ready(ts)) is not None:
-            if cb.enabled and br.is_open(now):
-                if br.probing:
-                    return None
-                return br.open_until - now
-            if cfg.rate_limit_per_second:
-                rate = cfg.rate_limit_per_second
-                burst = max(1.0, rate)
-                ts.tokens = min(burst, ts.tokens + (now - ts.tokens_at) * rate)
-                ts.tokens_at = now
-                if ts.tokens < 1.0:
-                    return (1.0 - ts.tokens) / rate
-                ts.tokens -= 1.0
-            ts.ready[e.severity].popleft()
-            e.in_ready = False
-            if cb.enabled and br.open_until and br.open_until <= now:
-                br.probing = True  # half-open: this attempt alone decides
-            e.state = "delivering"
+        if cb.enabled and br.is_open(now):
+            return None if br.probing else br.open_until - now
+        if cfg.rate_limit_per_second:
+            rate = cfg.rate_limit_per_second
+            ts.tokens = min(max(1.0, rate), ts.tokens + (now - ts.tokens_at) * rate)
+            ts.tokens_at = now
+            if ts.tokens < 1.0:
+                return (1.0 - ts.tokens) / rate
+            ts.tokens -= 1.0
+        ts.ready[e.severity].popleft()
+        e.in_ready = False
+        if cb.enabled and br.open_until and br.open_until <= now:
+            br.probing = True  # half-open: this attempt alone decides
+        e.state = "delivering"
+        return e
+
+    def _dispatch_ready(self, ts: TenantState, cfg: TenantConfig, now: float) -> float | None:
+        """Fill free in-flight slots; return how long until a limit may lift (None: on wake)."""
+        while ts.in_flight < cfg.max_in_flight:
+            got = self._claim(ts, cfg, now)
+            if not isinstance(got, Entry):
+                return got
             ts.in_flight += 1
-            task = asyncio.create_task(self._attempt(ts, e))
+            task = asyncio.create_task(self._slot(ts, got))
             self._attempt_tasks.add(task)
             task.add_done_callback(self._attempt_tasks.discard)
         return None
+
+    async def _slot(self, ts: TenantState, e: Entry) -> None:
+        """One in-flight slot: deliver `e`, then keep taking due events while the limits allow,
+        so steady traffic costs neither a task nor a scheduler wake-up per attempt."""
+        try:
+            while True:
+                await self._attempt(ts, e)
+                if self._stopping:
+                    return
+                cfg = self._config().tenants.get(ts.tenant_id)
+                if cfg is None or not cfg.active or ts.in_flight > cfg.max_in_flight:
+                    return
+                got = self._claim(ts, cfg, time.time())
+                if not isinstance(got, Entry):
+                    return  # the scheduler works out how long to wait
+                e = got
+        finally:
+            ts.in_flight -= 1
+            ts.wake.set()
 
     def _expire_behind_breaker(self, ts: TenantState, cfg: TenantConfig, now: float) -> None:
         """Dead-letter events that have waited longer than their whole retry schedule.
@@ -389,9 +419,6 @@ class DeliveryEngine:
             if e.state == "delivering":
                 e.state = "retrying" if e.tries else "queued"
                 self._schedule(ts, e, time.time() + 5.0)
-        finally:
-            ts.in_flight -= 1
-            ts.wake.set()
 
     async def _attempt_inner(self, ts: TenantState, e: Entry) -> None:
         cfg = self._config().tenants.get(e.tenant_id)
