@@ -152,7 +152,6 @@ class DeliveryEngine:
         self.entries: dict[str, Entry] = {}
         self.dead: dict[str, Entry] = {}
         self.tenants: dict[str, TenantState] = {}
-        self._settled_ids: set[str] = set()
         # Settled entries themselves (no copy): what /events/{id} shows after delivery.
         self._recent: OrderedDict[str, Entry] = OrderedDict()
         self._seq = itertools.count(1)
@@ -166,7 +165,6 @@ class DeliveryEngine:
 
     def restore(self, rec: Recovered) -> None:
         """Rebuild the index from the journal before serving (100,000 events in well under 1 s)."""
-        self._settled_ids = set(rec.settled_ids)
         now = time.time()
         seq = self._seq
         entries, dead = self.entries, self.dead
@@ -239,7 +237,8 @@ class DeliveryEngine:
         s = self._recent.get(event_id)
         if s is not None:
             return s.state
-        return "delivered" if event_id in self._settled_ids else None
+        # Settled before the recent cache (or a restart): the journal keeps the ids for a while.
+        return "delivered" if self.journal.was_settled(event_id) else None
 
     async def accept(self, items: list[tuple[str, str, int, bytes]]) -> None:
         """Journal (durably) then schedule: (event_id, tenant_id, severity, stored blob)."""
@@ -557,7 +556,6 @@ class DeliveryEngine:
         self.entries.pop(e.event_id, None)
         self.dead.pop(e.event_id, None)
         e.state = state
-        self._settled_ids.add(e.event_id)
         self._recent[e.event_id] = e
         if len(self._recent) > RECENT_SETTLED:
             self._recent.popitem(last=False)

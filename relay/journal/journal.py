@@ -95,6 +95,7 @@ class Journal:
         segment_max_bytes: int = 64 * 1024 * 1024,
         dead_letter_retention: float = 30 * 86400.0,
         idempotency_window: float = 86400.0,
+        idempotency_max: int = 100_000,
         on_fsync: Callable[[float], None] | None = None,
         on_corrupt: Callable[[int], None] | None = None,
         _write: WriteFn = os.write,
@@ -111,6 +112,8 @@ class Journal:
         self._max_bytes = segment_max_bytes
         self._retention = dead_letter_retention
         self._window = idempotency_window
+        # Bounded by count too: at 1,000 events/s a day of ids would be gigabytes of RAM.
+        self._idem_max = idempotency_max
         self._on_fsync = on_fsync
         self._on_corrupt = on_corrupt
         self._write_fn = _write
@@ -179,7 +182,7 @@ class Journal:
 
         cutoff = self._clock() - self._window
         young = sorted(((eid, ts) for eid, ts in idx.settled.items() if ts >= cutoff), key=lambda x: x[1])
-        idx.settled = dict(young)
+        idx.settled = dict(young[-self._idem_max :] if self._idem_max else [])
 
         self._writer = SegmentWriter(self._jdir, head, sizes[head], self._max_bytes, self._write_fn, self._fsync_fn)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-writer")
@@ -428,6 +431,10 @@ class Journal:
             raise JournalError(f"short read of event {event_id} in {seg_name(ev.seg)}")
         return data
 
+    def was_settled(self, event_id: str) -> bool:
+        """Delivered or purged within the idempotency window (and among the newest ids kept)."""
+        return event_id in self._index.settled
+
     def is_live(self, event_id: str) -> bool:
         return event_id in self._index.events
 
@@ -492,7 +499,7 @@ class Journal:
             await self._enqueue(old)
             log.info("journal: purged %d dead letters older than the retention", len(old))
 
-        idx.prune_settled(now - self._window)
+        idx.prune_settled(now - self._window, self._idem_max)
 
         head = writer.head
         targets = {

@@ -121,10 +121,12 @@ class Index:
             self.seg_minref[seg] = ev.first
         return True
 
-    def prune_settled(self, cutoff: float) -> int:
+    def prune_settled(self, cutoff: float, keep: int | None = None) -> int:
+        """Forget ids settled before `cutoff`, and all but the newest `keep`."""
+        excess = len(self.settled) - keep if keep is not None else 0
         old: list[str] = []
         for eid, ts in self.settled.items():
-            if ts >= cutoff:
+            if ts >= cutoff and len(old) >= excess:
                 break
             old.append(eid)
         for eid in old:
