@@ -37,7 +37,7 @@ from relay.events import (
     encode_attempt,
     rfc3339,
 )
-from relay.journal import Journal, JournalUnavailable, Recovered
+from relay.journal import Journal, Recovered
 from relay.metrics import Metrics, TenantGauges
 
 log = logging.getLogger("relay.delivery")
@@ -666,5 +666,3 @@ class DeliveryEngine:
             )
         return out
 
-
-__all__ = ["SEVERITY_NAME", "DeliveryEngine", "Entry", "JournalUnavailable"]
