@@ -110,12 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     jc.add_argument("--data-dir", default="data")
     jc.set_defaults(func=_cmd_journal_check)
 
-    try:
-        from relay.cli_client import register
-    except ImportError:
-        pass
-    else:
-        register(sub)
+    from relay.cli_client import register
+
+    register(sub)
     return p
 
 
