@@ -371,7 +371,7 @@ async def handle_dead_letter(request: web.Request) -> web.Response:
 async def handle_retry(request: web.Request) -> web.Response:
     st = request.app[STATE]
     event_id = request.match_info["event_id"]
-    e = st.engine.dead.get(event_id)
+    e = st.engine.dead_entry(event_id)
     if e is None:
         raise ApiError(404, "not_dead_lettered", f"event {event_id!r} is not in the dead-letter queue")
     if e.tenant_id not in st.config.snapshot.tenants:

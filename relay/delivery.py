@@ -583,8 +583,16 @@ class DeliveryEngine:
 
     # ---- management ------------------------------------------------------------------------
 
-    async def requeue(self, event_id: str) -> bool:
+    def dead_entry(self, event_id: str) -> Entry | None:
+        """A dead letter still in the journal (retention may have dropped it a moment ago)."""
         e = self.dead.get(event_id)
+        if e is not None and not self.journal.is_live(event_id):
+            self.prune_dead()
+            return None
+        return e
+
+    async def requeue(self, event_id: str) -> bool:
+        e = self.dead_entry(event_id)
         if e is None:
             return False
         await self.journal.requeue(event_id)
@@ -602,7 +610,7 @@ class DeliveryEngine:
         return True
 
     async def purge(self, event_id: str) -> bool:
-        e = self.dead.get(event_id)
+        e = self.dead_entry(event_id)
         if e is None:
             return False
         await self.journal.purge(event_id)
@@ -618,7 +626,8 @@ class DeliveryEngine:
         return len(gone)
 
     def dead_letters(self, tenant_id: str | None) -> Iterator[Entry]:
-        items = (e for e in self.dead.values() if tenant_id is None or e.tenant_id == tenant_id)
+        live = self.journal.is_live
+        items = (e for e in self.dead.values() if (tenant_id is None or e.tenant_id == tenant_id) and live(e.event_id))
         return iter(sorted(items, key=lambda e: (e.failed_at or 0.0, e.event_id)))
 
     def event_view(self, event_id: str) -> dict[str, Any] | None:
@@ -665,4 +674,3 @@ class DeliveryEngine:
                 circuit_open=ts.breaker.is_open(now),
             )
         return out
-
