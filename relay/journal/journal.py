@@ -72,12 +72,13 @@ class _Rec:
 
 
 class _Req:
-    __slots__ = ("fut", "records", "sync")
+    __slots__ = ("fut", "lazy", "records", "sync")
 
-    def __init__(self, records: list[_Rec], fut: asyncio.Future[None], sync: bool) -> None:
+    def __init__(self, records: list[_Rec], fut: asyncio.Future[None], sync: bool, lazy: bool) -> None:
         self.records = records
         self.fut = fut
-        self.sync = sync
+        self.sync = sync  # fsync even with fsync=never (compaction barriers)
+        self.lazy = lazy  # written now, made durable by the next commit that fsyncs
 
 
 def _consume(fut: asyncio.Future[None]) -> None:
@@ -246,14 +247,14 @@ class Journal:
         if self._writer is None or self._closed or self._stopping:
             raise JournalError("journal is not open")
 
-    def _enqueue(self, records: list[_Rec], sync: bool = False) -> asyncio.Future[None]:
+    def _enqueue(self, records: list[_Rec], sync: bool = False, lazy: bool = False) -> asyncio.Future[None]:
         self._check_open()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         for r in records:
             if r.ev is not None:
                 r.ev.busy += 1
-        self._pending.append(_Req(records, fut, sync))
+        self._pending.append(_Req(records, fut, sync, lazy))
         if self._task is None:
             self._task = loop.create_task(self._run(), name="journal-writer")
         self._wake.set()
@@ -276,7 +277,10 @@ class Journal:
                 batch = list(self._pending)
                 self._pending.clear()
             bufs = [r.data for q in batch for r in q.records]
-            sync = self._mode != "never" or any(q.sync for q in batch)
+            # Only accepted events (and operator actions) need their fsync: progress records
+            # (attempt, delivered, dead) lost to a power cut only repeat an attempt or a
+            # delivery, so a batch of nothing but those is written without one.
+            sync = any(q.sync for q in batch) or (self._mode != "never" and not all(q.lazy for q in batch))
             try:
                 async with self._io_lock:
                     if sync:
@@ -295,7 +299,7 @@ class Journal:
             except BaseException as e:
                 self._fail(batch, e)
                 raise
-            self._done(batch, res)
+            self._done(batch, res, sync or self._mode == "never")
 
     def _fail(self, batch: list[_Req], err: BaseException) -> None:
         if self._healthy:
@@ -310,10 +314,12 @@ class Journal:
                 exc.__cause__ = err
                 q.fut.set_exception(exc)
 
-    def _done(self, batch: list[_Req], res: Commit) -> None:
-        if not self._healthy:
-            log.warning("journal: writes succeed again")
-        self._healthy = True
+    def _done(self, batch: list[_Req], res: Commit, proven: bool) -> None:
+        # Only a commit that did what an accept needs (fsync included) proves the disk is back.
+        if proven:
+            if not self._healthy:
+                log.warning("journal: writes succeed again")
+            self._healthy = True
         self._seg_size.update(res.sizes)
         if self._on_fsync is not None:
             for secs in res.fsync_seconds:
@@ -380,13 +386,13 @@ class Journal:
     async def attempt(self, event_id: str, blob: bytes, next_due: float | None) -> None:
         ev = self._live(event_id)
         data = encode(ATTEMPT, event_id.encode(), b"", 0, self._clock(), nan_if_none(next_due), blob)
-        await self._enqueue([_Rec(ATTEMPT, event_id, data, f=next_due, ev=ev)])
+        await self._enqueue([_Rec(ATTEMPT, event_id, data, f=next_due, ev=ev)], lazy=True)
 
     async def delivered(self, event_id: str) -> None:
         """Settle a delivered event. A no-op for an id that is not live (already settled)."""
         ev = self._index.events.get(event_id)
         if ev is not None:
-            await self._enqueue([self._settle_rec(DELIVERED, event_id, self._clock(), ev)])
+            await self._enqueue([self._settle_rec(DELIVERED, event_id, self._clock(), ev)], lazy=True)
 
     def delivered_nowait(self, event_id: str) -> None:
         """Settle a delivered event in the next group commit without waiting for it.
@@ -396,14 +402,14 @@ class Journal:
         """
         ev = self._index.events.get(event_id)
         if ev is not None:
-            fut = self._enqueue([self._settle_rec(DELIVERED, event_id, self._clock(), ev)])
+            fut = self._enqueue([self._settle_rec(DELIVERED, event_id, self._clock(), ev)], lazy=True)
             fut.add_done_callback(_consume)
 
     async def dead(self, event_id: str, reason: str, failed_at: float) -> None:
         ev = self._live(event_id)
         rb = clip_text(reason, 4096)
         data = encode(DEAD, event_id.encode(), rb, 0, self._clock(), failed_at)
-        await self._enqueue([_Rec(DEAD, event_id, data, dead=(rb.decode(), failed_at), ev=ev)])
+        await self._enqueue([_Rec(DEAD, event_id, data, dead=(rb.decode(), failed_at), ev=ev)], lazy=True)
 
     async def requeue(self, event_id: str) -> None:
         """Dead -> pending (attempts kept, due now). A no-op for an event that is not dead."""
