@@ -280,7 +280,11 @@ class Journal:
             # Only accepted events (and operator actions) need their fsync: progress records
             # (attempt, delivered, dead) lost to a power cut only repeat an attempt or a
             # delivery, so a batch of nothing but those is written without one.
-            sync = any(q.sync for q in batch) or (self._mode != "never" and not all(q.lazy for q in batch))
+            # With fsync=always every record gets its own fsync, as asked.
+            mode = self._mode
+            sync = (
+                any(q.sync for q in batch) or mode == "always" or (mode == "batch" and not all(q.lazy for q in batch))
+            )
             try:
                 async with self._io_lock:
                     if sync:
