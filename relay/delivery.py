@@ -4,6 +4,10 @@ Each tenant has its own queues, in-flight limit, circuit breaker and rate limit,
 scheduler task, so a slow or failing tenant never delays another tenant's deliveries. Within a
 tenant, due events go out highest severity first, then in arrival order.
 
+The scheduler moves events from the `delayed` heap to the per-severity `ready` queues when they
+fall due and opens in-flight slots (up to `max_in_flight`); each slot keeps taking due events
+while the breaker and rate limit allow, so steady traffic costs no task per attempt.
+
 The engine owns the in-memory index of live events; payloads stay in the journal on disk and are
 read back (one pread) when an attempt starts.
 """
