@@ -36,7 +36,6 @@ from relay.settings import Settings, parse_hostport
 
 log = logging.getLogger("relay.daemon")
 
-COMPACT_INTERVAL = 30.0
 PROBE_INTERVAL = 1.0
 HTTP_DRAIN_TIMEOUT = 2.0  # for ingest requests already being journaled when shutdown starts
 
@@ -91,6 +90,7 @@ class Daemon:
             s.data_dir,
             fsync=s.fsync,  # type: ignore[arg-type]
             dead_letter_retention=s.dead_letter_retention,
+            segment_max_bytes=s.segment_bytes,
             on_fsync=self.metrics.fsync.observe,
             on_corrupt=self.metrics.corrupt.inc,
         )
@@ -199,7 +199,7 @@ class Daemon:
 
     async def _compact_loop(self) -> None:
         while True:
-            await asyncio.sleep(COMPACT_INTERVAL)
+            await asyncio.sleep(self.s.compact_interval)
             try:
                 await self.journal.compact()
                 self.engine.prune_dead()

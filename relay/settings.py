@@ -34,6 +34,8 @@ class Settings:
     deny_private_targets: bool = False
     allow_target_cidr: list[str] = field(default_factory=list)
     config_rescan_interval: float = 30.0
+    segment_bytes: int = 64 * 1024 * 1024
+    compact_interval: float = 30.0
 
     def __repr__(self) -> str:
         # The token must never reach a log line, even through a debug repr.
@@ -104,6 +106,20 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         default=_env("config_rescan_interval") or str(d.config_rescan_interval),
         help="seconds between periodic config rescans (the backstop of the file watcher)",
     )
+    _add_journal_arguments(p, d)
+
+
+def _add_journal_arguments(p: argparse.ArgumentParser, d: Settings) -> None:
+    p.add_argument(
+        "--segment-bytes",
+        default=_env("segment_bytes") or str(d.segment_bytes),
+        help="journal segment size at which a new segment starts (extension)",
+    )
+    p.add_argument(
+        "--compact-interval",
+        default=_env("compact_interval") or str(d.compact_interval),
+        help="seconds between journal compactions (extension)",
+    )
 
 
 def settings_from_args(ns: argparse.Namespace) -> Settings:
@@ -157,6 +173,8 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         deny_private_targets=ns.deny_private_targets,
         allow_target_cidr=cidrs,
         config_rescan_interval=num("config-rescan-interval", ns.config_rescan_interval, float, 0.1),
+        segment_bytes=int(num("segment-bytes", ns.segment_bytes, int, 4096)),
+        compact_interval=num("compact-interval", ns.compact_interval, float, 0.1),
     )
     if not problems and not s.ingest_token and not is_loopback(parse_hostport(s.listen)[0]):
         problems.append(
