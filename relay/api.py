@@ -111,6 +111,10 @@ async def errors_middleware(
         return error_response(ApiError(exc.status, code, exc.reason))
     except asyncio.CancelledError:
         raise
+    except ConnectionResetError:
+        # The client went away mid-request: nothing was accepted, and nobody reads an answer.
+        log.debug("client disconnected during %s %s", request.method, request.path)
+        return error_response(ApiError(400, "client_disconnected", "the client closed the connection"))
     except Exception:
         log.exception("unhandled error serving %s %s", request.method, request.path)
         return error_response(ApiError(500, "internal_error", "internal error; see the daemon's log"))

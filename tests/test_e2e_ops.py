@@ -225,3 +225,16 @@ def test_openapi_covers_every_route(make_daemon: Any, sink: Sink) -> None:
             concrete = path.replace("{tenant_id}", "x").replace("{event_id}", "evt_nope")
             status, _ = d.request(method.upper(), concrete, {} if method == "post" else None)
             assert status not in (405, 500) and not (status == 404 and "{" not in path), (method, path, status)
+
+
+def test_client_disconnect_mid_body_is_not_an_error(make_daemon: Any, sink: Sink) -> None:
+    d = make_daemon()
+    write_tenant(d.config, "x", sink.url)
+    d.start()
+    s = socket.create_connection(("127.0.0.1", d.port))
+    s.sendall(b'POST /api/v1/webhooks/send HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{"tenant')
+    time.sleep(0.2)
+    s.close()
+    time.sleep(0.3)
+    assert d.request("GET", "/healthz")[0] == 200
+    assert "unhandled error" not in d.logs() and "Traceback" not in d.logs()
