@@ -51,6 +51,20 @@ class JsonFormatter(logging.Formatter):
         return self._enc.encode(obj).decode()
 
 
+class ClientErrorFilter(logging.Filter):
+    """aiohttp logs a malformed request (too many headers, a bad request line) as an ERROR with a
+    traceback: that is the client's mistake, not ours, so it becomes one WARNING line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and (exc.code or 400) < 500:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args, record.exc_info = "Rejected a malformed request: %s", (exc.message,), None
+        return True
+
+
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
@@ -59,5 +73,8 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root.setLevel(LEVELS[level])
     # aiohttp's access log is one line per request: too chatty for a sidecar at info.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientErrorFilter) for f in server_log.filters):
+        server_log.addFilter(ClientErrorFilter())
     # watchfiles logs every idle poll at debug: noise, not per-attempt detail.
     logging.getLogger("watchfiles").setLevel(max(logging.INFO, LEVELS[level]))

@@ -238,3 +238,18 @@ def test_client_disconnect_mid_body_is_not_an_error(make_daemon: Any, sink: Sink
     time.sleep(0.3)
     assert d.request("GET", "/healthz")[0] == 200
     assert "unhandled error" not in d.logs() and "Traceback" not in d.logs()
+
+
+def test_malformed_request_is_one_warning_line(make_daemon: Any, sink: Sink) -> None:
+    d = make_daemon()
+    write_tenant(d.config, "x", sink.url)
+    d.start()
+    s = socket.create_connection(("127.0.0.1", d.port))
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(300)) + b"\r\n")
+    s.settimeout(5)
+    assert s.recv(100).startswith(b"HTTP/1.0 400")
+    s.close()
+    time.sleep(0.3)
+    logs = d.logs()
+    assert "Rejected a malformed request" in logs
+    assert "Traceback" not in logs and " ERROR " not in logs
