@@ -19,6 +19,7 @@ from typing import Any
 
 from relay.config import ConfigError, Snapshot, TenantConfig, load_path, parse_tenant, tenant_file_text
 from relay.errors import ApiError
+from relay.fsutil import fsync_dir, write_fsync
 from relay.metrics import Metrics
 
 log = logging.getLogger("relay.config")
@@ -192,14 +193,6 @@ def _write_error(exc: OSError) -> ApiError:
     return ApiError(503, "config_write_failed", f"could not write the config file ({exc.strerror})")
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(target: Path, data: bytes) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -207,11 +200,9 @@ def _atomic_write(target: Path, data: bytes) -> None:
         raise _write_error(exc) from None
     try:
         os.fchmod(fd, 0o600)
-        os.write(fd, data)
-        os.fsync(fd)
-        os.close(fd)
+        write_fsync(fd, data)  # a single os.write may be short
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise _write_error(exc) from None
@@ -219,7 +210,7 @@ def _atomic_write(target: Path, data: bytes) -> None:
 
 def _unlink(target: Path) -> None:
     target.unlink()
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def _restore(target: Path, previous: bytes | None) -> None:

@@ -119,6 +119,17 @@ class Sink:
         with self._lock:
             return [r for r in self.received if r.path == path]
 
+    def wait_event(self, event_id: str, timeout: float = 10.0) -> Received:
+        """The first request carrying `X-Event-ID: event_id`."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with self._lock:
+                for r in self.received:
+                    if r.headers.get("X-Event-ID") == event_id:
+                        return r
+            time.sleep(0.02)
+        raise AssertionError(f"{event_id} was not delivered within {timeout}s")
+
     def wait_for(self, count: int, path: str | None = None, timeout: float = 10.0) -> list[Received]:
         deadline = time.time() + timeout
         while time.time() < deadline:

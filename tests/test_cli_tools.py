@@ -58,16 +58,6 @@ def daemon(cli_sink: Sink, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     d.__exit__(None, None, None)
 
 
-def by_id(sink: Sink, event_id: str, timeout: float = 10.0) -> Received:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for r in list(sink.received):
-            if r.headers.get("X-Event-ID") == event_id:
-                return r
-        time.sleep(0.02)
-    raise AssertionError(f"{event_id} not delivered within {timeout}s")
-
-
 def make_dead(d: Daemon, tenant: str, n: int) -> list[str]:
     ids = []
     for i in range(n):
@@ -104,7 +94,7 @@ def test_send_text(daemon: Daemon, cli_sink: Sink) -> None:
     word, eid = r.stdout.split()
     assert word == "queued"
     assert eid.startswith("evt_")
-    got = by_id(cli_sink, eid)
+    got = cli_sink.wait_event(eid)
     body = got.json()
     assert body["payload"] == {"user_id": 42}
     assert body["severity"] == "High"
@@ -117,7 +107,7 @@ def test_send_json_over_socket_with_event_id_and_env(daemon: Daemon, cli_sink: S
     r = hookrelay(*args, "--payload", "[1, 2]", "--event-id", "cli-evt-1")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"event_id": "cli-evt-1", "status": "queued"}
-    assert by_id(cli_sink, "cli-evt-1").json()["payload"] == [1, 2]
+    assert cli_sink.wait_event("cli-evt-1").json()["payload"] == [1, 2]
     # the same id again: a duplicate, still exit 0
     r = hookrelay(*args, "--payload", "[1, 2]", "--event-id", "cli-evt-1")
     assert r.returncode == 0
@@ -128,7 +118,7 @@ def test_send_json_over_socket_with_event_id_and_env(daemon: Daemon, cli_sink: S
         env={"HOOKRELAY_URL": daemon.url},
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert by_id(cli_sink, r.stdout.split()[1]).json()["payload"] == {"from": "stdin"}
+    assert cli_sink.wait_event(r.stdout.split()[1]).json()["payload"] == {"from": "stdin"}
 
 
 def test_send_unknown_tenant_exits_1(daemon: Daemon) -> None:

@@ -59,16 +59,6 @@ def sock_of(d: Daemon) -> str:
     return str(d.tmp / "r.sock")
 
 
-def delivered(sink: Sink, event_id: str, timeout: float = 10.0) -> Received:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for r in list(sink.received):
-            if r.headers.get("X-Event-ID") == event_id:
-                return r
-        time.sleep(0.02)
-    raise AssertionError(f"{event_id} was not delivered within {timeout}s")
-
-
 def wait_status(c: RelayClient, event_id: str, status: str, timeout: float = 10.0) -> dict[str, Any]:
     deadline = time.time() + timeout
     view: dict[str, Any] = {}
@@ -98,7 +88,7 @@ def test_send_over_tcp_is_delivered(daemon: Daemon, shared_sink: Sink) -> None:
         custom_headers={"X-Custom": "yes"},
     )
     assert eid.startswith("evt_")
-    got = delivered(shared_sink, eid)
+    got = shared_sink.wait_event(eid)
     assert got.path == "/acme"
     body = got.json()
     assert body["id"] == eid
@@ -117,7 +107,7 @@ def test_send_over_tcp_is_delivered(daemon: Daemon, shared_sink: Sink) -> None:
 def test_send_over_unix_socket_is_delivered(daemon: Daemon, shared_sink: Sink) -> None:
     with RelayClient(unix_socket=sock_of(daemon)) as c:
         eid = c.send("acme-sock", "user.created", {"via": "socket"})
-        got = delivered(shared_sink, eid)
+        got = shared_sink.wait_event(eid)
         assert got.path == "/acme-sock"
         assert got.json()["payload"] == {"via": "socket"}
         assert c.event(eid)["event_id"] == eid
@@ -132,7 +122,7 @@ def test_given_event_id_is_kept_and_idempotent(daemon: Daemon, shared_sink: Sink
     assert again["event_id"] == "order-1001"
     assert again["duplicate"] is True
     assert c.send("acme", "user.updated", {"n": 1}, event_id="order-1001") == "order-1001"
-    got = delivered(shared_sink, "order-1001")
+    got = shared_sink.wait_event("order-1001")
     assert got.json()["id"] == "order-1001"
     time.sleep(0.3)
     assert sum(1 for r in shared_sink.received if r.headers.get("X-Event-ID") == "order-1001") == 1
@@ -264,8 +254,8 @@ def test_send_batch(daemon: Daemon, shared_sink: Sink) -> None:
     assert results[0]["status"] == "queued"
     assert results[1]["error"]["code"] == "tenant_not_found"
     assert results[2] == {"event_id": "batch-2", "status": "queued"}
-    delivered(shared_sink, results[0]["event_id"])
-    delivered(shared_sink, "batch-2")
+    shared_sink.wait_event(results[0]["event_id"])
+    shared_sink.wait_event("batch-2")
 
 
 def test_dead_letters_retry_purge(daemon: Daemon) -> None:
@@ -308,7 +298,7 @@ def test_configure_metrics_delete(daemon: Daemon, shared_sink: Sink) -> None:
     masked = {cfg["tenant_id"]: cfg for cfg in c.configs()}
     assert masked["made-by-api"]["secret_key"] == "***"
     eid = c.send("made-by-api", "user.created", {})
-    got = delivered(shared_sink, eid)
+    got = shared_sink.wait_event(eid)
     assert verify_signature(got.body, got.headers["X-Webhook-Signature"], "s3")
     wait_status(c, eid, "delivered")
     m = c.metrics("made-by-api")
@@ -364,7 +354,7 @@ def test_send_event_with_builder(daemon: Daemon, shared_sink: Sink) -> None:
         .with_header("X-Trace", "t-1")
     )
     eid = c.send_event(event)
-    got = delivered(shared_sink, eid)
+    got = shared_sink.wait_event(eid)
     assert got.path == "/override"
     assert got.headers["X-Trace"] == "t-1"
     body = got.json()
@@ -402,7 +392,7 @@ def test_token(token_daemon: Daemon, shared_sink: Sink) -> None:
         RelayClient(token_daemon.url, token="wrong").send("acme", "user.created", {})
     assert info.value.code == "unauthorized"
     eid = RelayClient(token_daemon.url, token="tok").send("acme", "user.created", {})
-    assert delivered(shared_sink, eid).path == "/tok"
+    assert shared_sink.wait_event(eid).path == "/tok"
 
 
 # ---- async client --------------------------------------------------------------------------
@@ -416,11 +406,11 @@ async def test_async_send_tcp_and_socket(daemon: Daemon, shared_sink: Sink) -> N
     async with AsyncRelayClient(unix_socket=sock_of(daemon)) as cs:
         eid3 = await cs.send("acme-async", "user.created", {"via": "socket"})
         assert await cs.ready()
-    got = await asyncio.to_thread(delivered, shared_sink, eid)
+    got = await asyncio.to_thread(shared_sink.wait_event, eid)
     assert got.json()["severity"] == "Low"
     assert got.json()["context"] == {"x": "y"}
-    assert (await asyncio.to_thread(delivered, shared_sink, eid2)).json()["severity"] == "High"
-    assert (await asyncio.to_thread(delivered, shared_sink, eid3)).json()["payload"] == {"via": "socket"}
+    assert (await asyncio.to_thread(shared_sink.wait_event, eid2)).json()["severity"] == "High"
+    assert (await asyncio.to_thread(shared_sink.wait_event, eid3)).json()["payload"] == {"via": "socket"}
 
 
 async def test_async_errors(daemon: Daemon, tmp_path: Path) -> None:

@@ -13,21 +13,11 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from relay.client import RelayClient
 from relay.signing import sign, verify_signature
-from tests.support import Daemon, Received, Sink, write_tenant
+from tests.support import Daemon, Sink, write_tenant
 
 
 def whsec() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-
-
-def by_id(sink: Sink, event_id: str, timeout: float = 10.0) -> Received:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for r in list(sink.received):
-            if r.headers.get("X-Event-ID") == event_id:
-                return r
-        time.sleep(0.02)
-    raise AssertionError(f"{event_id} not delivered within {timeout}s")
 
 
 def lower(headers: dict[str, str]) -> dict[str, str]:
@@ -47,7 +37,7 @@ def test_standard_webhooks_library_verifies_real_delivery(make_daemon: Any, sink
     d: Daemon = make_daemon().start()
     c = RelayClient(d.url)
     eid = c.send("sw", "user.created", {"user_id": 1, "name": "José"}, event_id="msg_sw_1")
-    got = by_id(sink, eid)
+    got = sink.wait_event(eid)
     h = lower(got.headers)
 
     assert h["webhook-id"] == eid
@@ -71,7 +61,7 @@ def test_standard_webhooks_library_verifies_real_delivery(make_daemon: Any, sink
 
     # Without the scheme: no webhook-* headers.
     eid2 = c.send("plain", "user.created", {})
-    plain = lower(by_id(sink, eid2).headers)
+    plain = lower(sink.wait_event(eid2).headers)
     assert "webhook-signature" not in plain
     assert "webhook-id" not in plain
 
@@ -81,7 +71,7 @@ def test_rotation_either_key_verifies(make_daemon: Any, sink: Sink, tmp_path: Pa
     write_tenant(tmp_path / "config", "rot", sink.url + "/rot", secret_key=new, previous_secret_keys=[old])
     d: Daemon = make_daemon().start()
     eid = RelayClient(d.url).send("rot", "user.created", {"n": 1})
-    got = by_id(sink, eid)
+    got = sink.wait_event(eid)
     header = got.headers["X-Webhook-Signature"]
     parts = [p.strip() for p in header.split(",")]
     assert sorted(parts) == sorted([sign(got.body, new), sign(got.body, old)])
@@ -112,7 +102,7 @@ def test_rotation_with_standard_webhooks(make_daemon: Any, sink: Sink, tmp_path:
     )
     d: Daemon = make_daemon().start()
     eid = RelayClient(d.url).send("rotsw", "user.created", {"n": 2})
-    got = by_id(sink, eid)
+    got = sink.wait_event(eid)
     assert len(lower(got.headers)["webhook-signature"].split(" ")) == 2
     for key in (new, old):
         assert Webhook(key).verify(got.body, got.headers)["id"] == eid

@@ -14,7 +14,7 @@ import zlib
 from pathlib import Path
 from typing import Final
 
-from .segments import fsync_dir
+from relay.fsutil import fsync_dir, write_fsync
 
 log = logging.getLogger("relay.journal")
 
@@ -33,14 +33,7 @@ def write_checkpoint(jdir: Path, settled: dict[str, float]) -> None:
     body = b"".join(parts)
     data = body + _COUNT.pack(zlib.crc32(body))
     tmp = jdir / (NAME + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_fsync(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), data)
     os.replace(tmp, jdir / NAME)
     fsync_dir(jdir)
 

@@ -14,9 +14,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from relay.fsutil import fsync_dir
+
 from .checkpoint import write_checkpoint
 from .records import ACCEPTED, ATTEMPT, SNAPSHOT, decode, encode_snapshot, parse_snapshot_tail
-from .segments import fsync_dir, seg_name
+from .segments import seg_name
 from .state import Loc
 
 log = logging.getLogger("relay.journal")

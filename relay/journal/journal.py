@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from relay.fsutil import fsync_dir
+
 from .compaction import REWRITE_BELOW, SnapJob, build_snapshots, removable, remove_segments
 from .errors import JournalError, JournalUnavailable, UnknownEvent
 from .lock import DirLock
@@ -37,7 +39,7 @@ from .records import (
     nan_if_none,
 )
 from .recovery import Damage, replay
-from .segments import JOURNAL_DIR, fsync_dir, mkdir_durable, quarantine, seg_name
+from .segments import JOURNAL_DIR, mkdir_durable, quarantine, seg_name
 from .state import Ev, Index
 from .writer import Commit, FsyncFn, SegmentWriter, WriteFn
 

@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from typing import Final
 
+from relay.fsutil import fsync_dir, write_fsync
+
 JOURNAL_DIR: Final = "journal"
 CORRUPT_DIR: Final = "corrupt"
 _SEG_RE: Final = re.compile(r"^(\d{8})\.seg$")
@@ -23,15 +25,6 @@ def list_segments(jdir: Path) -> list[int]:
     except FileNotFoundError:
         return []
     return sorted(int(m.group(1)) for m in map(_SEG_RE.match, names) if m)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make creations, renames and unlinks in `path` durable; without it a crash can undo them."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def mkdir_durable(path: Path) -> None:
@@ -68,12 +61,6 @@ def quarantine(data_dir: Path, name: str, data: bytes) -> Path:
             n += 1
             continue
         break
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_fsync(fd, data)
     fsync_dir(cdir)
     return path

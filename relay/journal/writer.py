@@ -15,8 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from relay.fsutil import fsync_dir
+
 from .records import MAGIC
-from .segments import fsync_dir, seg_name
+from .segments import seg_name
 
 WriteFn = Callable[[int, bytes], int]
 FsyncFn = Callable[[int], None]
