@@ -32,7 +32,7 @@ from relay.ingest import decode_send, invalid, too_deep
 from relay.journal import JournalUnavailable
 from relay.metrics import Metrics
 from relay.reload import ConfigManager
-from relay.signing import verify_signature
+from relay.signing import ed25519_public_key, verify_signature
 
 log = logging.getLogger("relay.api")
 
@@ -301,6 +301,18 @@ async def handle_configure(request: web.Request) -> web.Response:
     return json_response({"status": "configured", "config": cfg.masked()}, 201 if created else 200)
 
 
+async def handle_public_key(request: web.Request) -> web.Response:
+    """The `whpk_` key that verifies the tenant's `v1a` (Ed25519) signatures: public, so unmasked."""
+    st = request.app[STATE]
+    tenant_id = request.match_info["tenant_id"]
+    cfg = st.config.snapshot.tenants.get(tenant_id)
+    if cfg is None:
+        raise ApiError(404, "tenant_not_found", f"unknown tenant {tenant_id!r}")
+    if cfg.signing_key is None:
+        raise ApiError(404, "no_signing_key", f"tenant {tenant_id!r} has no signing_key (standard-webhooks-ed25519)")
+    return json_response({"tenant_id": tenant_id, "public_key": ed25519_public_key(cfg.signing_key)})
+
+
 async def handle_delete_config(request: web.Request) -> web.Response:
     st = request.app[STATE]
     await st.config.delete_tenant(request.match_info["tenant_id"])
@@ -479,6 +491,7 @@ def make_app(state: AppState) -> web.Application:
             web.post("/api/v1/webhooks/send", handle_send),
             web.post("/api/v1/webhooks/send-batch", handle_send_batch),
             web.get("/api/v1/webhooks/configs", handle_configs),
+            web.get("/api/v1/webhooks/configs/{tenant_id}/public-key", handle_public_key),
             web.post("/api/v1/webhooks/configure", handle_configure),
             web.delete("/api/v1/webhooks/config/{tenant_id}", handle_delete_config),
             web.get("/api/v1/webhooks/metrics/{tenant_id}", handle_tenant_metrics),

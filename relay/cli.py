@@ -63,9 +63,23 @@ def _cmd_sign(ns: argparse.Namespace) -> int:
 
 
 def _cmd_verify(ns: argparse.Namespace) -> int:
-    from relay.signing import verify_signature
+    from relay.signing import SignatureError, verify_signature, verify_standard_webhooks_ed25519
 
-    ok = verify_signature(_read_input(ns.file), ns.signature, ns.secret)
+    if ns.public_key is None:
+        ok = verify_signature(_read_input(ns.file), ns.signature, ns.secret)
+    elif ns.id is None or ns.timestamp is None:
+        print(
+            "hookrelay verify: --public-key needs --id and --timestamp (webhook-id, webhook-timestamp)", file=sys.stderr
+        )
+        return EXIT_STARTUP
+    else:
+        try:
+            ok = verify_standard_webhooks_ed25519(
+                ns.id, ns.timestamp, _read_input(ns.file), ns.signature, ns.public_key
+            )
+        except SignatureError as exc:
+            print(f"hookrelay verify: --public-key: {exc}", file=sys.stderr)
+            return EXIT_STARTUP
     print("valid" if ok else "invalid", file=sys.stdout if ok else sys.stderr)
     return EXIT_OK if ok else EXIT_FAIL
 
@@ -99,8 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     sg.set_defaults(func=_cmd_sign)
 
     vf = sub.add_parser("verify", help="verify a signature (exit 0 valid, 1 invalid)")
-    vf.add_argument("--secret", required=True)
+    key = vf.add_mutually_exclusive_group(required=True)
+    key.add_argument("--secret", help="HMAC secret: checks X-Webhook-Signature (sha256=<hex>)")
+    key.add_argument("--public-key", help="whpk_<base64>: checks the v1a (Ed25519) entries of webhook-signature")
     vf.add_argument("--signature", required=True)
+    vf.add_argument("--id", help="webhook-id header value (with --public-key)")
+    vf.add_argument("--timestamp", help="webhook-timestamp header value (with --public-key)")
     vf.add_argument("file", nargs="?")
     vf.set_defaults(func=_cmd_verify)
 

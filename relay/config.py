@@ -39,7 +39,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
-from relay.signing import SignatureError, standard_webhooks_key
+from relay.signing import SignatureError, ed25519_public_key, standard_webhooks_key
 
 __all__ = [
     "AuthConfig",
@@ -152,7 +152,7 @@ class CircuitBreakerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=Tr
     enabled: bool = True
 
 
-SignatureScheme = Literal["hmac-sha256", "standard-webhooks"]
+SignatureScheme = Literal["hmac-sha256", "standard-webhooks", "standard-webhooks-ed25519"]
 
 
 # dict=True gives instances a __dict__ so the event matcher can be cached (functools.cached_property
@@ -173,6 +173,8 @@ class TenantConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict
     rate_limit_per_second: float | None = None
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     previous_secret_keys: tuple[str, ...] = ()
+    # Ed25519 signing key (`whsk_<base64 seed>`) for the standard-webhooks-ed25519 scheme (SPEC §13).
+    signing_key: str | None = None
 
     @functools.cached_property
     def _matcher(self) -> tuple[bool, frozenset[str], tuple[str, ...]]:
@@ -196,6 +198,8 @@ class TenantConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict
         data: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(self))
         data["secret_key"] = MASK
         data["previous_secret_keys"] = [MASK for _ in self.previous_secret_keys]
+        if self.signing_key is not None:
+            data["signing_key"] = MASK
         data["base_url"] = _mask_url_password(self.base_url)
         data["default_headers"] = {
             k: (MASK if _SENSITIVE_HEADER.search(k) else v) for k, v in self.default_headers.items()
@@ -249,7 +253,7 @@ _MSGSPEC_MISSING = re.compile(r"^Object missing required field `(?P<key>[^`]*)`$
 _WORDS = {"object": "mapping", "array": "list", "null": "null"}
 _CHOICES = {
     "auth_type": "Bearer, ApiKey, Basic",
-    "signature_schemes": "hmac-sha256, standard-webhooks",
+    "signature_schemes": "hmac-sha256, standard-webhooks, standard-webhooks-ed25519",
 }
 
 
@@ -347,12 +351,14 @@ class _TooLarge(Exception):
         self.path = path
 
 
-def _read_secret_file(raw: object, base_dir: Path | None, problems: _Problems, files: dict[str, bytes]) -> str | None:
+def _read_secret_file(
+    raw: object, base_dir: Path | None, problems: _Problems, files: dict[str, bytes], key: str = "secret_key_file"
+) -> str | None:
     if not isinstance(raw, str):
-        problems.add("secret_key_file", f"expected str, got {_type_name(raw)}")
+        problems.add(key, f"expected str, got {_type_name(raw)}")
         return None
     if not raw:
-        problems.add("secret_key_file", "must not be empty")
+        problems.add(key, "must not be empty")
         return None
     path = Path(raw)
     if not path.is_absolute() and base_dir is not None:
@@ -361,17 +367,17 @@ def _read_secret_file(raw: object, base_dir: Path | None, problems: _Problems, f
         content = path.read_bytes()
     except (OSError, ValueError) as exc:  # ValueError: embedded NUL in the path
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        problems.add("secret_key_file", f"cannot read {_key_str(str(path))}: {reason}")
+        problems.add(key, f"cannot read {_key_str(str(path))}: {reason}")
         return None
     files[str(path.absolute())] = content
     try:
         secret = content.decode("utf-8")
     except UnicodeDecodeError:
-        problems.add("secret_key_file", f"{_key_str(str(path))} is not valid UTF-8")
+        problems.add(key, f"{_key_str(str(path))} is not valid UTF-8")
         return None
     secret = secret.rstrip("\r\n")
     if not secret:
-        problems.add("secret_key_file", f"{_key_str(str(path))} is empty")
+        problems.add(key, f"{_key_str(str(path))} is empty")
         return None
     return secret
 
@@ -423,6 +429,13 @@ def _parse_tenant_inner(
             data["secret_key"] = secret
     elif "secret_key" not in data:
         problems.add("secret_key", "required key missing (or give secret_key_file)")
+    if "signing_key" in data and "signing_key_file" in data:
+        problems.add("signing_key", "give either signing_key or signing_key_file, not both")
+        data.pop("signing_key_file")
+    elif "signing_key_file" in data:
+        key = _read_secret_file(data.pop("signing_key_file"), base_dir, problems, files, "signing_key_file")
+        if key is not None:
+            data["signing_key"] = key
 
     typed: dict[str, Any] = {}
     for key, value in data.items():
@@ -549,6 +562,13 @@ def _check(t: dict[str, Any], problems: _Problems) -> None:
         for i, old in enumerate(t.get("previous_secret_keys", ())):
             if old:
                 _check_whsec(problems, f"previous_secret_keys[{i}]", old)
+    if isinstance(t.get("signing_key"), str):
+        try:
+            ed25519_public_key(t["signing_key"])
+        except (SignatureError, ValueError) as exc:
+            problems.add("signing_key", str(exc))
+    elif schemes and "standard-webhooks-ed25519" in schemes and "signing_key" not in t:
+        problems.add("signing_key", "standard-webhooks-ed25519 needs signing_key (or signing_key_file)")
 
 
 def _mask_url_password(url: str) -> str:

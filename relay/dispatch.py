@@ -18,7 +18,7 @@ from multidict import CIMultiDict
 from relay import __version__
 from relay.config import TenantConfig
 from relay.events import StoredEvent
-from relay.signing import sign, standard_webhooks_sign
+from relay.signing import sign, standard_webhooks_ed25519_sign, standard_webhooks_sign
 
 USER_AGENT = f"hookrelay/{__version__}"
 MAX_BODY_READ = 64 * 1024  # read at most this much of a receiver's answer
@@ -173,12 +173,17 @@ def build_headers(cfg: TenantConfig, ev: StoredEvent, event_id: str, now: int) -
     h["X-Event-ID"] = event_id
     h["X-Tenant-ID"] = cfg.tenant_id
     h["X-Timestamp"] = str(now)
-    if "standard-webhooks" in cfg.signature_schemes:
+    schemes = cfg.signature_schemes
+    hmac_sw = "standard-webhooks" in schemes
+    ed_key = cfg.signing_key if "standard-webhooks-ed25519" in schemes else None
+    if hmac_sw or ed_key is not None:
         h["webhook-id"] = event_id
         h["webhook-timestamp"] = str(now)
-        h["webhook-signature"] = " ".join(
-            standard_webhooks_sign(event_id, now, body, s) for s in secrets_ if s.startswith("whsec_")
-        )
+        sigs = [standard_webhooks_sign(event_id, now, body, s) for s in secrets_ if hmac_sw and s.startswith("whsec_")]
+        if ed_key is not None:
+            sigs.append(standard_webhooks_ed25519_sign(event_id, now, body, ed_key))
+        # One header, space-separated entries: receivers pick the version they know (v1 or v1a).
+        h["webhook-signature"] = " ".join(sigs)
     return h
 
 

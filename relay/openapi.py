@@ -134,7 +134,12 @@ SCHEMAS: dict[str, Any] = {
                     "header_name": {"type": ["string", "null"]},
                 },
             },
-            "signature_schemes": {"type": "array", "items": {"enum": ["hmac-sha256", "standard-webhooks"]}},
+            "signature_schemes": {
+                "type": "array",
+                "items": {"enum": ["hmac-sha256", "standard-webhooks", "standard-webhooks-ed25519"]},
+            },
+            "signing_key": {"type": ["string", "null"], "description": "whsk_<base64 Ed25519 seed>"},
+            "signing_key_file": {"type": "string"},
             "max_in_flight": {"type": "integer", "minimum": 1},
             "rate_limit_per_second": {"type": ["number", "null"]},
             "circuit_breaker": {
@@ -253,6 +258,27 @@ def document() -> dict[str, Any]:
                         },
                         "tenants",
                     )
+                },
+            }
+        },
+        P + "/configs/{tenant_id}/public-key": {
+            "get": {
+                "summary": "The public key that verifies the tenant's v1a (Ed25519) signatures",
+                "operationId": "publicKey",
+                "parameters": [_path_param("tenant_id")],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["public_key"],
+                            "properties": {
+                                "tenant_id": {"type": "string"},
+                                "public_key": {"type": "string", "pattern": "^whpk_"},
+                            },
+                        },
+                        "whpk_<base64 of the 32-byte Ed25519 public key>",
+                    ),
+                    "404": _err("unknown tenant, or no signing_key"),
                 },
             }
         },

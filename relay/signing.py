@@ -3,21 +3,32 @@
 `X-Webhook-Signature: sha256=<hex HMAC-SHA256(secret_key, body)>` is the original system's scheme;
 the HMAC key is the UTF-8 bytes of the whole secret string, even for a `whsec_` secret.
 Standard Webhooks (https://www.standardwebhooks.com) signs `{id}.{timestamp}.{body}` with the
-base64-decoded part of a `whsec_` secret and sends `v1,<base64>`.
+base64-decoded part of a `whsec_` secret and sends `v1,<base64>`. Its asymmetric variant signs the
+same bytes with Ed25519 under a `whsk_<base64 of the 32-byte seed>` signing key and sends
+`v1a,<base64 signature>`; receivers verify with the `whpk_<base64 of the 32-byte public key>`.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import functools
 import hmac
 import re
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 __all__ = [
     "SignatureError",
+    "ed25519_public_key",
     "sign",
+    "standard_webhooks_ed25519_sign",
     "standard_webhooks_key",
     "standard_webhooks_sign",
     "verify_signature",
+    "verify_standard_webhooks_ed25519",
 ]
 
 _SPLIT = re.compile(r"[,\s]+")
@@ -68,3 +79,64 @@ def standard_webhooks_sign(msg_id: str, timestamp: int, body: bytes, secret: str
     to_sign = f"{msg_id}.{timestamp}.".encode() + body
     mac = hmac.digest(key, to_sign, "sha256")
     return "v1," + base64.b64encode(mac).decode()
+
+
+def _b64_key(text: str, prefix: str, what: str) -> bytes:
+    if not text.startswith(prefix):
+        raise SignatureError(f"{what} must be of the form {prefix}<base64>")
+    try:
+        return base64.b64decode(text.removeprefix(prefix), validate=True)
+    except (ValueError, binascii.Error) as exc:
+        raise SignatureError(f"the part after {prefix} is not valid base64") from exc
+
+
+# Keyed by the key string: a key is parsed once, not once per delivery attempt. Bounded, so keys
+# rotated out of the config do not pile up.
+@functools.lru_cache(maxsize=256)
+def _private_key(signing_key: str) -> Ed25519PrivateKey:
+    raw = _b64_key(signing_key, "whsk_", "an Ed25519 signing key")
+    # The 32-byte seed is the form we document; the 64-byte seed+public form that libsodium
+    # tools print is accepted too, when its public half really belongs to the seed.
+    if len(raw) not in (32, 64):
+        raise SignatureError("an Ed25519 signing key holds a 32-byte seed (whsk_<base64 of 32 bytes>)")
+    key = Ed25519PrivateKey.from_private_bytes(raw[:32])
+    if len(raw) == 64 and key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw) != raw[32:]:
+        raise SignatureError("the 64-byte signing key's public half does not match its seed")
+    return key
+
+
+def ed25519_public_key(signing_key: str) -> str:
+    """`whpk_<base64>` of the public key that verifies what `signing_key` (`whsk_...`) signs."""
+    raw = _private_key(signing_key).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return "whpk_" + base64.b64encode(raw).decode()
+
+
+def standard_webhooks_ed25519_sign(msg_id: str, timestamp: int, body: bytes, signing_key: str) -> str:
+    """Return `v1a,<base64 Ed25519 signature>` over `{msg_id}.{timestamp}.{body}`."""
+    to_sign = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1a," + base64.b64encode(_private_key(signing_key).sign(to_sign)).decode()
+
+
+def verify_standard_webhooks_ed25519(
+    msg_id: str, timestamp: int | str, body: bytes | str, signature: str, public_key: str
+) -> bool:
+    """True when one of the space-separated `v1a,<base64>` entries of `signature` verifies.
+
+    `public_key` is `whpk_<base64>`. Entries of other versions (`v1,...` from the HMAC scheme)
+    are skipped. The caller checks that the timestamp is recent.
+    """
+    raw = _b64_key(public_key, "whpk_", "a public key")
+    if len(raw) != 32:
+        raise SignatureError("an Ed25519 public key is 32 bytes (whpk_<base64 of 32 bytes>)")
+    key = Ed25519PublicKey.from_public_bytes(raw)
+    signed = f"{msg_id}.{timestamp}.".encode() + _as_bytes(body)
+    for entry in signature.split():
+        version, _, value = entry.partition(",")
+        if version != "v1a":
+            continue
+        try:
+            key.verify(base64.b64decode(value, validate=True), signed)
+        except (InvalidSignature, ValueError, binascii.Error):
+            continue
+        return True
+    return False
