@@ -35,7 +35,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(ns: argparse.Namespace) -> int:
-    from relay.config import ConfigError, load_path
+    from relay.config import ConfigError, load_path, warnings
 
     try:
         snap = load_path(Path(ns.path))
@@ -43,6 +43,12 @@ def _cmd_check_config(ns: argparse.Namespace) -> int:
         for line in exc.problems:
             print(line, file=sys.stderr)
         print(f"{ns.path}: INVALID ({len(exc.problems)} problem(s))", file=sys.stderr)
+        return EXIT_FAIL
+    weak = warnings(snap)
+    for line in weak:
+        print(f"{line}{' (refused by --strict)' if ns.strict else ' (warning)'}", file=sys.stderr)
+    if ns.strict and weak:
+        print(f"{ns.path}: INVALID with --strict ({len(weak)} problem(s))", file=sys.stderr)
         return EXIT_FAIL
     names = ", ".join(sorted(snap.tenants)) or "none"
     print(f"{ns.path}: OK, {len(snap.tenants)} tenant(s): {names} (digest {snap.digest[:12]})")
@@ -104,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     cc = sub.add_parser("check-config", help="validate tenant YAML (exit 0 valid, 1 invalid)")
+    cc.add_argument("--strict", action="store_true", help="also refuse insecure settings (tls.insecure_skip_verify)")
     cc.add_argument("path")
     cc.set_defaults(func=_cmd_check_config)
 

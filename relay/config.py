@@ -40,6 +40,9 @@ import msgspec
 import yaml
 
 from relay.signing import SignatureError, ed25519_public_key, standard_webhooks_key
+from relay.tls import FILE_KEYS as TLS_FILE_KEYS
+from relay.tls import TlsConfig, TlsError, attach
+from relay.tls import load as load_tls
 
 __all__ = [
     "AuthConfig",
@@ -51,6 +54,7 @@ __all__ = [
     "load_path",
     "parse_tenant",
     "tenant_file_text",
+    "warnings",
 ]
 
 try:
@@ -175,6 +179,7 @@ class TenantConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict
     previous_secret_keys: tuple[str, ...] = ()
     # Ed25519 signing key (`whsk_<base64 seed>`) for the standard-webhooks-ed25519 scheme (SPEC §13).
     signing_key: str | None = None
+    tls: TlsConfig | None = None  # private CA, client certificate, SNI (SPEC §13)
 
     @functools.cached_property
     def _matcher(self) -> tuple[bool, frozenset[str], tuple[str, ...]]:
@@ -437,6 +442,12 @@ def _parse_tenant_inner(
         if key is not None:
             data["signing_key"] = key
 
+    if isinstance(tls_raw := data.get("tls"), dict) and base_dir is not None:
+        # Like secret_key_file: a relative path is relative to the YAML file that names it.
+        for k in TLS_FILE_KEYS:
+            if isinstance(v := tls_raw.get(k), str) and v and not Path(v).is_absolute():
+                tls_raw[k] = str(base_dir / v)
+
     typed: dict[str, Any] = {}
     for key, value in data.items():
         field = _FIELDS.get(key) if isinstance(key, str) else None
@@ -463,9 +474,18 @@ def _parse_tenant_inner(
             problems.add(key, "required key missing")
 
     _check(typed, problems)
+    ctx = None
+    if (tls := typed.get("tls")) is not None:
+        try:
+            ctx = load_tls(tls, files)
+        except TlsError as exc:
+            problems.add(f"tls.{exc.key}", str(exc))
     if problems.lines:
         return None
-    return msgspec.convert(data, TenantConfig, strict=True)
+    tenant = msgspec.convert(data, TenantConfig, strict=True)
+    if ctx is not None:
+        attach(tenant, ctx)
+    return tenant
 
 
 def _finite(problems: _Problems, path: str, value: float | None, low: float, strict: bool = False) -> None:
@@ -744,6 +764,23 @@ def load_path(path: Path, env: Mapping[str, str] | None = None) -> Snapshot:
         sources=types.MappingProxyType(sources),
         digest=digest.hexdigest(),
     )
+
+
+def warnings(snap: Snapshot) -> list[str]:
+    """Settings that work but weaken security, one `<file>: <key>: <why>` line each.
+
+    Logged at every load; `check-config --strict` treats them as errors.
+    """
+    lines = []
+    for tid in sorted(snap.tenants):
+        t = snap.tenants[tid]
+        if t.tls is not None and t.tls.insecure_skip_verify:
+            source = snap.sources.get(tid, tid)
+            lines.append(
+                f"{source}: tls.insecure_skip_verify: certificate checks are OFF for tenant {tid}:"
+                " anyone on the path can read and alter its deliveries"
+            )
+    return lines
 
 
 def tenant_file_text(data: Mapping[str, Any]) -> str:

@@ -32,7 +32,7 @@ import aiohttp
 import msgspec
 
 from relay.config import Snapshot, TenantConfig
-from relay.dispatch import EgressPolicy, Outcome, build_headers, make_session, post
+from relay.dispatch import EgressPolicy, Outcome, build_headers, make_session
 from relay.events import (
     SEVERITY_NAME,
     Attempt,
@@ -43,6 +43,7 @@ from relay.events import (
 )
 from relay.journal import Journal, Recovered
 from relay.metrics import Metrics, TenantGauges
+from relay.outbound import deliver
 
 log = logging.getLogger("relay.delivery")
 
@@ -441,7 +442,7 @@ class DeliveryEngine:
             e.tenant_id,
             extra={"event_id": e.event_id, "tenant": e.tenant_id, "attempt": n},
         )
-        out = await post(self._session, url, stored.envelope, headers, cfg.timeout_seconds, self.egress)
+        out = await deliver(self._session, cfg, url, stored.envelope, headers, self.egress)
         self._observe(ts, cfg, out)
         attempt = Attempt(
             attempt=n,

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import ipaddress
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -222,7 +223,13 @@ async def post(
     headers: CIMultiDict[str],
     timeout: float,
     policy: EgressPolicy,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
+    proxy: str | None = None,
+    proxy_auth: aiohttp.BasicAuth | None = None,
 ) -> Outcome:
+    """One POST. The keyword arguments carry the tenant's outbound trust (relay.outbound)."""
     start = time.perf_counter()
     # IP literals never reach the resolver, so check them here.
     refused = policy.refusal(_host_of(url))
@@ -236,6 +243,10 @@ async def post(
             headers=headers,
             allow_redirects=False,
             timeout=_client_timeout(timeout),
+            ssl=True if ssl_context is None else ssl_context,
+            server_hostname=server_hostname,
+            proxy=proxy,
+            proxy_auth=proxy_auth,
         ) as resp:
             status = resp.status
             data = bytearray()

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from relay.config import ConfigError, Snapshot, TenantConfig, load_path, parse_tenant, tenant_file_text
+from relay.config import ConfigError, Snapshot, TenantConfig, load_path, parse_tenant, tenant_file_text, warnings
 from relay.errors import ApiError
 from relay.fsutil import fsync_dir, write_fsync
 from relay.metrics import Metrics
@@ -58,6 +58,8 @@ class ConfigManager:
 
     def _install(self, snap: Snapshot) -> None:
         self.snapshot = snap
+        for line in warnings(snap):  # at every load, so an insecure setting is never forgotten
+            log.warning("Config: %s", line)
         self.metrics.set_config(snap.digest, len(snap.tenants))
         self.metrics.last_reload_ok.set(1)
         self._last_failure = None
