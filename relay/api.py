@@ -52,6 +52,8 @@ class AppState:
     metrics: Metrics
     max_body_bytes: int
     ingest_token: str | None = None
+    max_pending: int = 1_000_000
+    max_journal_bytes: int | None = None
     shutting_down: bool = False
     # Event ids whose journal write is in flight: a concurrent duplicate waits for the verdict.
     accepting: dict[str, asyncio.Future[bool]] = field(default_factory=dict)
@@ -84,7 +86,9 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 
 
 def error_response(err: ApiError) -> web.Response:
-    return json_response(err.body(), err.status)
+    resp = json_response(err.body(), err.status)
+    resp.headers.update(err.headers)
+    return resp
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "bad_request"}
@@ -179,53 +183,128 @@ def _prepare(st: AppState, req: SendRequest) -> _Prepared | dict[str, Any]:
     return _Prepared(event_id, req.tenant_id, SEVERITY_RANK[req.severity], blob, req.event_id is not None)
 
 
-async def _duplicate(st: AppState, event_id: str) -> dict[str, Any] | None:
-    pending = st.accepting.get(event_id)
-    if pending is not None:
-        await asyncio.shield(pending)
+QUEUE_FULL_RETRY_AFTER = "5"
+
+
+def _check_room(st: AppState) -> None:
+    """Admission: past --max-pending or --max-journal-bytes, new events wait outside (503)."""
+    eng = st.engine
+    why = None
+    if eng.pending_count >= st.max_pending:
+        why = f"{eng.pending_count} events are pending (--max-pending {st.max_pending})"
+    elif st.max_journal_bytes is not None and eng.journal.bytes_total >= st.max_journal_bytes:
+        why = f"the journal holds {eng.journal.bytes_total} bytes (--max-journal-bytes {st.max_journal_bytes})"
+    if why is not None:
+        raise ApiError(
+            503,
+            "queue_full",
+            f"event not accepted: {why}; retry once the backlog drains",
+            headers={"Retry-After": QUEUE_FULL_RETRY_AFTER},
+        )
+
+
+def _duplicate_answer(st: AppState, event_id: str) -> dict[str, Any] | None:
     state = st.engine.lookup(event_id)
     if state is None:
         return None
     return {"event_id": event_id, "status": state, "duplicate": True}
 
 
-async def _accept(st: AppState, items: list[_Prepared]) -> None:
-    """Journal a group of events in one commit; raise ApiError 503 if the journal fails."""
-    # Only ids the client chose can be sent twice; generated ones are unique by construction.
+async def _admit(st: AppState, items: list[_Prepared]) -> list[dict[str, Any] | ApiError]:
+    """Journal what is new in one commit; answer the rest as duplicates. One answer per item.
+
+    Checking and reserving a client-chosen id happen with no await in between, so of any number
+    of concurrent requests carrying the same id exactly one journals it; the others wait for
+    that verdict and answer `duplicate` (or try again themselves if it failed).
+    """
+    answers: list[dict[str, Any] | ApiError | None] = [None] * len(items)
+    todo = list(range(len(items)))
+    for _ in range(3):
+        mine: list[int] = []
+        twins: list[asyncio.Future[bool]] = []
+        waiting: list[int] = []
+        reserved: set[str] = set()
+        for i in todo:
+            p = items[i]
+            if p.given_id:
+                if p.event_id in reserved:  # twice in one batch
+                    answers[i] = {"event_id": p.event_id, "status": "queued", "duplicate": True}
+                    continue
+                twin = st.accepting.get(p.event_id)
+                if twin is not None:
+                    twins.append(twin)
+                    waiting.append(i)
+                    continue
+                dup = _duplicate_answer(st, p.event_id)
+                if dup is not None:
+                    answers[i] = dup
+                    continue
+                reserved.add(p.event_id)
+            mine.append(i)
+        if mine:
+            await _journal(st, [items[i] for i in mine], answers, mine)
+        if not waiting:
+            break
+        await asyncio.gather(*(asyncio.shield(t) for t in twins))
+        todo = waiting
+    return [a if a is not None else ApiError(503, "journal_unavailable", "event not accepted") for a in answers]
+
+
+async def _journal(
+    st: AppState, items: list[_Prepared], answers: list[dict[str, Any] | ApiError | None], where: list[int]
+) -> None:
+    try:
+        _check_room(st)
+    except ApiError as err:
+        for i in where:
+            answers[i] = err
+        return
     keyed = [p.event_id for p in items if p.given_id]
     verdict: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
     for eid in keyed:
         st.accepting[eid] = verdict
     ok = False
     try:
-        await st.engine.accept([(p.event_id, p.tenant_id, p.severity, p.blob) for p in items])
+        accepted = set(await st.engine.accept([(p.event_id, p.tenant_id, p.severity, p.blob) for p in items]))
         ok = True
     except JournalUnavailable as exc:
-        raise ApiError(503, "journal_unavailable", f"event not accepted: journal write failed ({exc})") from None
+        fail = ApiError(503, "journal_unavailable", f"event not accepted: journal write failed ({exc})")
+        for i in where:
+            answers[i] = fail
+        return
     finally:
         for eid in keyed:
             st.accepting.pop(eid, None)
         verdict.set_result(ok)
-    for tenant, n in Counter(p.tenant_id for p in items).items():
+    counts: Counter[str] = Counter()
+    for i, p in zip(where, items, strict=True):
+        if p.event_id in accepted:
+            answers[i] = {"event_id": p.event_id, "status": "queued"}
+            counts[p.tenant_id] += 1
+        else:  # known to the engine after all (settled or live): never accepted twice
+            answers[i] = _duplicate_answer(st, p.event_id) or {"event_id": p.event_id, "status": "queued"}
+    for tenant, n in counts.items():
         st.metrics.tenant(tenant).received.inc(n)
+
+
+def _answer(result: dict[str, Any] | ApiError) -> web.Response:
+    if isinstance(result, ApiError):
+        return error_response(result)
+    return json_response(result, 200 if result.get("duplicate") else 202)
 
 
 async def handle_send(request: web.Request) -> web.Response:
     st = request.app[STATE]
     req = decode_send(await _read_body(request))
-    if req.event_id is not None:
-        dup = await _duplicate(st, req.event_id)
+    if req.event_id is not None and req.event_id not in st.accepting:
+        dup = _duplicate_answer(st, req.event_id)
         if dup is not None:
             return json_response(dup, 200)
     prepared = _prepare(st, req)
     if isinstance(prepared, dict):
         return json_response(prepared, 200)
-    if prepared.event_id in st.accepting:  # a concurrent twin got there first
-        dup = await _duplicate(st, prepared.event_id)
-        if dup is not None:
-            return json_response(dup, 200)
-    await _accept(st, [prepared])
-    return json_response({"event_id": prepared.event_id, "status": "queued"}, 202)
+    (result,) = await _admit(st, [prepared])
+    return _answer(result)
 
 
 async def handle_send_batch(request: web.Request) -> web.Response:
@@ -243,35 +322,21 @@ async def handle_send_batch(request: web.Request) -> web.Response:
         raise invalid("events", f"at most {MAX_BATCH} events per batch, got {len(batch.events)}")
     results: list[dict[str, Any]] = []
     todo: list[tuple[int, _Prepared]] = []
-    seen: set[str] = set()
     for i, raw in enumerate(batch.events):
         try:
-            req = decode_send(raw)
-            if req.event_id is not None:
-                dup = await _duplicate(st, req.event_id)
-                if dup is None and req.event_id in seen:
-                    dup = {"event_id": req.event_id, "status": "queued", "duplicate": True}
-                if dup is not None:
-                    results.append(dup)
-                    continue
-            prepared = _prepare(st, req)
+            prepared = _prepare(st, decode_send(raw))
         except ApiError as err:
             if isinstance(err.details, dict) and "field" in err.details:
                 err.details = {**err.details, "field": f"events[{i}].{err.details['field']}"}
             results.append({**err.body(), "status_code": err.status})
             continue
-        if isinstance(prepared, dict):
-            results.append(prepared)
-            continue
-        seen.add(prepared.event_id)
-        results.append({"event_id": prepared.event_id, "status": "queued"})
-        todo.append((i, prepared))
+        results.append(prepared if isinstance(prepared, dict) else {})
+        if not isinstance(prepared, dict):
+            todo.append((i, prepared))
     if todo:
-        try:
-            await _accept(st, [p for _, p in todo])
-        except ApiError as err:
-            for i, _ in todo:
-                results[i] = {**err.body(), "status_code": err.status}
+        admitted = await _admit(st, [p for _, p in todo])
+        for (i, _), res in zip(todo, admitted, strict=True):
+            results[i] = {**res.body(), "status_code": res.status} if isinstance(res, ApiError) else res
     return json_response({"results": results}, 200)
 
 
@@ -362,10 +427,8 @@ async def handle_dead_letter(request: web.Request) -> web.Response:
     items: list[dict[str, Any]] = []
     next_cursor: str | None = None
     last_key = (0.0, "")
-    for e in st.engine.dead_letters(tenant):
+    for e in st.engine.dead_letters(tenant, after):
         key = (e.failed_at or 0.0, e.event_id)
-        if after is not None and key <= after:
-            continue
         if len(items) == limit:
             next_cursor = _make_cursor(*last_key)
             break
@@ -375,7 +438,7 @@ async def handle_dead_letter(request: web.Request) -> web.Response:
                 "event": st.engine.read_event(e.event_id),
                 "event_id": e.event_id,
                 "tenant_id": e.tenant_id,
-                "attempts": e.attempts,
+                "attempts": st.engine.attempts_of(e),
                 "failed_at": rfc3339(key[0]),
                 "failure_reason": e.dead_reason,
                 "can_retry": e.tenant_id in snap.tenants,
@@ -401,18 +464,14 @@ async def handle_retry_all(request: web.Request) -> web.Response:
     tenant = request.query.get("tenant_id") or None
     snap = st.config.snapshot
     ids = [e.event_id for e in st.engine.dead_letters(tenant) if e.tenant_id in snap.tenants]
-    n = 0
-    for eid in ids:
-        n += await st.engine.requeue(eid)
+    n = await st.engine.requeue_many(ids)
     return json_response({"requeued": n}, 202)
 
 
 async def handle_purge(request: web.Request) -> web.Response:
     st = request.app[STATE]
     tenant = request.query.get("tenant_id") or None
-    n = 0
-    for eid in [e.event_id for e in st.engine.dead_letters(tenant)]:
-        n += await st.engine.purge(eid)
+    n = await st.engine.purge_many([e.event_id for e in st.engine.dead_letters(tenant)])
     return json_response({"purged": n})
 
 

@@ -124,6 +124,8 @@ class Daemon:
             config=self.config,
             metrics=self.metrics,
             max_body_bytes=s.max_body_bytes,
+            max_pending=s.max_pending,
+            max_journal_bytes=s.max_journal_bytes,
             ingest_token=s.ingest_token,
         )
         try:

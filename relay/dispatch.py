@@ -201,7 +201,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text[:300]
 
@@ -269,6 +269,6 @@ async def post(
         duration = time.perf_counter() - start
         if isinstance(exc.os_error, TargetRefused):
             return Outcome("refused", None, str(exc.os_error), duration)
-        return Outcome("connection_error", None, _describe(exc), duration)
+        return Outcome("connection_error", None, describe_error(exc), duration)
     except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
-        return Outcome("connection_error", status, _describe(exc), time.perf_counter() - start)
+        return Outcome("connection_error", status, describe_error(exc), time.perf_counter() - start)

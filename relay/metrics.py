@@ -5,6 +5,7 @@ Labels stay bounded: tenant, outcome, result. Never an event id or a URL.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -118,6 +119,9 @@ class Metrics:
             ["digest"],
             registry=r,
         )
+        self.task_restarts = Counter(
+            "hookrelay_task_restarts", "Background tasks restarted after an unexpected error", registry=r
+        )
         for result in ("success", "failure"):
             self.reloads.labels(result=result)
         self.last_reload_ok.set(1)
@@ -136,6 +140,17 @@ class Metrics:
                 attempts={o: self.attempts.labels(tenant=tenant, outcome=o) for o in OUTCOMES},
             )
         return tm
+
+    def forget_tenant(self, tenant: str) -> None:
+        """Drop a removed tenant's series, so configure/delete cycles never grow /metrics."""
+        if self._tenants.pop(tenant, None) is None:
+            return
+        with contextlib.suppress(KeyError):
+            families = (self.received, self.filtered, self.delivered, self.dead_lettered, self.duration, self.latency)
+            for family in families:
+                family.remove(tenant)
+            for outcome in OUTCOMES:
+                self.attempts.remove(tenant, outcome)
 
     def watch_engine(self, source: Callable[[], dict[str, TenantGauges]]) -> None:
         self.registry.register(_EngineCollector(source))

@@ -36,6 +36,8 @@ class Settings:
     config_rescan_interval: float = 30.0
     segment_bytes: int = 64 * 1024 * 1024
     compact_interval: float = 30.0
+    max_pending: int = 1_000_000
+    max_journal_bytes: int | None = None
 
     def __repr__(self) -> str:
         # The token must never reach a log line, even through a debug repr.
@@ -111,6 +113,16 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def _add_journal_arguments(p: argparse.ArgumentParser, d: Settings) -> None:
     p.add_argument(
+        "--max-pending",
+        default=_env("max_pending") or str(d.max_pending),
+        help="pending events beyond which ingest answers 503 queue_full",
+    )
+    p.add_argument(
+        "--max-journal-bytes",
+        default=_env("max_journal_bytes"),
+        help="journal size beyond which ingest answers 503 queue_full (default: none)",
+    )
+    p.add_argument(
         "--segment-bytes",
         default=_env("segment_bytes") or str(d.segment_bytes),
         help="journal segment size at which a new segment starts (extension)",
@@ -175,6 +187,10 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         config_rescan_interval=num("config-rescan-interval", ns.config_rescan_interval, float, 0.1),
         segment_bytes=int(num("segment-bytes", ns.segment_bytes, int, 4096)),
         compact_interval=num("compact-interval", ns.compact_interval, float, 0.1),
+        max_pending=int(num("max-pending", ns.max_pending, int, 1)),
+        max_journal_bytes=int(num("max-journal-bytes", ns.max_journal_bytes, int, 4096))
+        if ns.max_journal_bytes
+        else None,
     )
     if not problems and not s.ingest_token and not is_loopback(parse_hostport(s.listen)[0]):
         problems.append(

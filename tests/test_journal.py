@@ -158,7 +158,7 @@ async def test_torn_tail_inside_the_segment_header(tmp_path: Path) -> None:
     await j.close()
 
 
-async def test_flipped_bytes_middle_segment_moved_aside(tmp_path: Path) -> None:
+async def test_flipped_bytes_cost_only_the_damaged_record(tmp_path: Path) -> None:
     src = tmp_path / "src"
     events = [ev(i, size=500) for i in range(20)]
     await _write_journal(src, events, segment_max_bytes=4096)
@@ -190,17 +190,25 @@ async def test_flipped_bytes_middle_segment_moved_aside(tmp_path: Path) -> None:
                 (data / "journal" / name).write_bytes(bytes(damaged))
                 seen: list[int] = []
                 j, rec = opened(data, segment_max_bytes=4096, on_corrupt=seen.append)
-                expect = [eid for s, ids in enumerate(layout) for eid in (ids if s != si else ids[:ri])]
+                # Recovery resynchronises on the next record: only the damaged one is lost.
+                lost = layout[si][ri]
+                expect = [eid for ids in layout for eid in ids if eid != lost]
                 assert [e.event_id for e in rec.live] == expect, (name, ri, pos)
                 assert rec.corrupt_records == 1 and seen == [1] and rec.torn_tail_bytes == 0
                 moved = list((data / "corrupt").iterdir())
                 assert len(moved) == 1 and moved[0].name == f"{name}.{start}.bad"
-                assert moved[0].read_bytes() == bytes(damaged[start:])
-                assert (data / "journal" / name).stat().st_size == start
+                assert moved[0].read_bytes() == bytes(damaged[start:end])
+                # Last record of the segment: nothing to resync on, the segment is cut there.
+                size = start if end == len(image) else len(image)
+                assert (data / "journal" / name).stat().st_size == size
                 await j.close()
-                # Corruption was dealt with once; the next start is clean.
+                # Corruption was dealt with once (covered by a PAD record); the next start is clean.
                 j, rec = opened(data, segment_max_bytes=4096)
-                assert rec.corrupt_records == 0 and len(rec.live) == len(expect)
+                assert rec.corrupt_records == 0 and [e.event_id for e in rec.live] == expect
+                await j.accept([ev(900)])  # and the journal takes new records after it
+                await j.close()
+                j, rec = opened(data, segment_max_bytes=4096)
+                assert rec.live[-1].event_id == "ev-00900" and len(rec.live) == len(expect) + 1
                 await j.close()
     assert runs > 20
 
@@ -370,7 +378,10 @@ async def test_check_counts_and_reports_corruption_read_only(tmp_path: Path) -> 
     before = tree_digest(data)
     rep = check(data)
     assert not rep.ok and rep.corrupt_records == 1
-    assert "CORRUPT" in rep.format() and "00000001.seg" in rep.format()
+    text = rep.format()
+    assert "CORRUPT" in text and f"00000001.seg at offset {start}" in text
+    # Each damaged range is reported with its length and the intact records that follow it.
+    assert f"{record_offsets(bytes(image))[1][0] - start} bytes" in text and "intact records follow" in text
     assert tree_digest(data) == before and not (data / "corrupt").exists()
 
     # A torn tail is reported but is not corruption.

@@ -86,5 +86,14 @@ def check(data_dir: Path) -> CheckReport:
         else:
             rep.corrupt_records += 1
             rep.ok = False
-            rep.problems.append(f"corrupt record in {where}: {d.reason}; {d.size} bytes would move to {CORRUPT_DIR}/")
+            if d.resync:
+                rep.problems.append(
+                    f"damaged range in {where}, {d.size} bytes: {d.reason}; {d.intact_after} intact records "
+                    f"follow it (the range is copied to {CORRUPT_DIR}/ and skipped at next start)"
+                )
+            else:
+                rep.problems.append(
+                    f"corrupt record in {where}: {d.reason}; the rest of the segment, {d.size} bytes, "
+                    f"would move to {CORRUPT_DIR}/"
+                )
     return rep

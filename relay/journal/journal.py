@@ -35,8 +35,11 @@ from .records import (
     REQUEUED,
     SNAPSHOT,
     clip_text,
+    decode,
     encode,
+    encode_pad,
     nan_if_none,
+    parse_snapshot_tail,
 )
 from .recovery import Damage, replay
 from .segments import JOURNAL_DIR, mkdir_durable, quarantine, seg_name
@@ -209,7 +212,11 @@ class Journal:
         fsync_dir(self._jdir)
 
     def _cut(self, d: Damage) -> None:
-        """Move the damaged rest of a segment aside (never deleted), then truncate the segment."""
+        """Copy damaged bytes aside (never deleted); then cover a damaged range with a PAD record
+        (intact records follow it) or truncate the segment (nothing intact follows)."""
+        if d.resync:
+            self._pad(d)
+            return
         path = self._jdir / seg_name(d.seg)
         fd = os.open(path, os.O_RDWR)
         try:
@@ -242,6 +249,34 @@ class Journal:
                 d.size,
                 where,
             )
+
+    def _pad(self, d: Damage) -> None:
+        path = self._jdir / seg_name(d.seg)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            bad = os.pread(fd, d.size, d.offset)
+            where = quarantine(self._dir, f"{seg_name(d.seg)}.{d.offset}.bad", bad)
+            start = d.offset
+            if start < len(MAGIC):  # the segment header itself was hit
+                os.pwrite(fd, MAGIC, 0)
+                start = len(MAGIC)
+            size = d.offset + d.size - start
+            if size >= HEADER_SIZE:
+                os.pwrite(fd, encode_pad(size, self._clock()), start)
+            # else: too short to cover (cannot happen for a real record); found again next start.
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        log.error(
+            "journal: corrupt record in %s at offset %d (%s): %d damaged bytes copied to %s; "
+            "%d intact records after them are kept; start-up continues",
+            seg_name(d.seg),
+            d.offset,
+            d.reason,
+            d.size,
+            where,
+            d.intact_after,
+        )
 
     # ----------------------------------------------------------------------------- write path
 
@@ -419,29 +454,58 @@ class Journal:
 
     async def requeue(self, event_id: str) -> None:
         """Dead -> pending (attempts kept, due now). A no-op for an event that is not dead."""
-        ev = self._live(event_id)
-        if ev.dead is None:
-            return
-        data = encode(REQUEUED, event_id.encode(), b"", 0, self._clock(), 0.0)
-        await self._enqueue([_Rec(REQUEUED, event_id, data, ev=ev)])
+        await self.requeue_many([event_id])
+
+    async def requeue_many(self, event_ids: Sequence[str]) -> None:
+        """Requeue many dead letters in one commit; ids that are not dead are skipped."""
+        now = self._clock()
+        recs = []
+        for eid in event_ids:
+            ev = self._index.events.get(eid)
+            if ev is None or ev.dead is None:
+                continue
+            recs.append(_Rec(REQUEUED, eid, encode(REQUEUED, eid.encode(), b"", 0, now, 0.0), ev=ev))
+        if recs:
+            await self._enqueue(recs)
 
     async def purge(self, event_id: str) -> None:
         """Remove a (dead) event for good. A no-op for an id that is not live."""
-        ev = self._index.events.get(event_id)
-        if ev is not None:
-            await self._enqueue([self._settle_rec(PURGED, event_id, self._clock(), ev)])
+        await self.purge_many([event_id])
+
+    async def purge_many(self, event_ids: Sequence[str]) -> None:
+        """Remove many events in one commit; ids that are not live are skipped."""
+        now = self._clock()
+        idx = self._index.events
+        recs = [self._settle_rec(PURGED, eid, now, ev) for eid in event_ids if (ev := idx.get(eid)) is not None]
+        if recs:
+            await self._enqueue(recs)
 
     def read_blob(self, event_id: str) -> bytes:
         """The accept blob, read from disk: payloads are not kept in memory."""
         ev = self._live(event_id)
-        fd = self._rfds.get(ev.seg)
+        return self._pread(ev.seg, ev.off + ev.bo, ev.ln - ev.bo)
+
+    def _pread(self, seg: int, off: int, n: int) -> bytes:
+        fd = self._rfds.get(seg)
         if fd is None:
-            fd = self._rfds[ev.seg] = os.open(self._jdir / seg_name(ev.seg), os.O_RDONLY)
-        n = ev.ln - ev.bo
-        data = os.pread(fd, n, ev.off + ev.bo)
+            fd = self._rfds[seg] = os.open(self._jdir / seg_name(seg), os.O_RDONLY)
+        data = os.pread(fd, n, off)
         if len(data) != n:
-            raise JournalError(f"short read of event {event_id} in {seg_name(ev.seg)}")
+            raise JournalError(f"short read in {seg_name(seg)} at offset {off}")
         return data
+
+    def read_attempts(self, event_id: str) -> list[bytes]:
+        """Every attempt blob of a live event, oldest first, read back from its records."""
+        ev = self._live(event_id)
+        out: list[bytes] = []
+        base = decode(self._pread(ev.seg, ev.off, ev.ln))
+        if base.rtype == SNAPSHOT:
+            out += parse_snapshot_tail(base.tail, 0, len(base.tail), True).attempts
+        for seg, off, ln in ev.extra or ():
+            rec = decode(self._pread(seg, off, ln))
+            if rec.rtype == ATTEMPT:  # every round's: the history is the whole history
+                out.append(rec.tail)
+        return out
 
     def was_settled(self, event_id: str) -> bool:
         """Delivered or purged within the idempotency window (and among the newest ids kept)."""

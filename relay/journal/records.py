@@ -36,6 +36,9 @@ PURGED: Final = 6
 # when it moves an event forward; one record is atomic, so a crash mid-copy cannot leave an
 # event half moved, and replaying it over the originals is harmless (it replaces their state).
 SNAPSHOT: Final = 7
+# Filler written over a damaged range once its bytes are copied aside, so the segment reads
+# cleanly (and the damage is counted once) from then on. Replay skips it.
+PAD: Final = 8
 
 TYPE_NAMES: Final = {
     ACCEPTED: "ACCEPTED",
@@ -45,6 +48,7 @@ TYPE_NAMES: Final = {
     REQUEUED: "REQUEUED",
     PURGED: "PURGED",
     SNAPSHOT: "SNAPSHOT",
+    PAD: "PAD",
 }
 
 HEAD: Final = struct.Struct("<IIBBHHIdd")
@@ -177,7 +181,14 @@ def valid_record_at(data: bytes, p: int) -> bool:
     n = len(data)
     if n - p < HEADER_SIZE:
         return False
-    crc, blen = struct.unpack_from("<II", data, p)
-    if blen < MIN_BODY or blen > MAX_BODY or p + 8 + blen > n:
+    crc, blen, rtype = struct.unpack_from("<IIB", data, p)
+    if blen < MIN_BODY or blen > MAX_BODY or p + 8 + blen > n or not ACCEPTED <= rtype <= PAD:
         return False
     return bool(zlib.crc32(memoryview(data)[p + 4 : p + 8 + blen]) == crc)
+
+
+def encode_pad(size: int, ts: float) -> bytes:
+    """A PAD record of exactly `size` bytes (at least HEADER_SIZE)."""
+    if size < HEADER_SIZE:
+        raise ValueError(f"a PAD record needs at least {HEADER_SIZE} bytes")
+    return encode(PAD, b"", b"", 0, ts, 0.0, bytes(size - HEADER_SIZE))

@@ -25,6 +25,7 @@ from .records import (
     MAGIC,
     MAX_BODY,
     MIN_BODY,
+    PAD,
     PURGED,
     REQUEUED,
     SNAPSHOT,
@@ -34,17 +35,20 @@ from .records import (
 from .segments import list_segments, read_file, seg_name
 from .state import Index
 
-# How far past a bad record to look for a good one when deciding torn tail vs corruption.
-_RESYNC_WINDOW = 1024 * 1024
+# How far past a bad record to look for the next good one. Past it the rest of the segment counts
+# as damaged: the scan is byte by byte, and a record is never larger than an event (a few MB).
+_RESYNC_WINDOW = 8 * 1024 * 1024
 
 
 @dataclass(slots=True)
 class Damage:
     seg: int
     offset: int  # first bad byte; the segment is good up to here
-    size: int  # bytes from offset to the end of the file
+    size: int  # damaged bytes: up to the next valid record, or to the end of the file
     torn: bool  # a torn tail of the last segment (vs corruption to move aside)
     reason: str
+    resync: bool = False  # intact records follow: only [offset, offset + size) is damaged
+    intact_after: int = 0  # records read after the damage, up to the next damage or the end
 
 
 @dataclass(slots=True)
@@ -65,18 +69,20 @@ def _scan(
     index: Index,
     meta: dict[str, LiveEvent] | None,
     seen: set[str] | None,
+    start: int = 0,
 ) -> tuple[int, int, str | None]:
-    """Apply the records of one segment; returns (good end offset, records applied, error)."""
+    """Apply the records of one segment from `start` (0: the segment header); returns
+    (good end offset, records applied, error)."""
     n = len(data)
     if n == 0:
         return 0, 0, None
-    if data[: len(MAGIC)] != MAGIC:
+    if start == 0 and data[: len(MAGIC)] != MAGIC:
         return 0, 0, "bad segment header"
     mv = memoryview(data)
     unpack = HEAD.unpack_from
     crc32 = zlib.crc32
     tenants: dict[bytes, str] = {}
-    p = len(MAGIC)
+    p = start or len(MAGIC)
     count = 0
     try:
         while p < n:
@@ -112,6 +118,8 @@ def _scan(
                 index.dead(eid, seg, p, end - p, data[q : q + auxl].decode(), f)
             elif rtype == REQUEUED:
                 index.requeued(eid, seg, p, end - p)
+            elif rtype == PAD:
+                pass
             elif rtype == SNAPSHOT:
                 tail = parse_snapshot_tail(data, q + auxl, end, meta is not None)
                 index.snapshot(eid, seg, p, end - p, tail.blob_off - p, tail.next_due, tail.dead)
@@ -131,14 +139,13 @@ def _scan(
     return p, count, None
 
 
-def _is_torn(data: bytes, bad: int) -> bool:
-    """A damaged last record with nothing valid after it is a torn write, not corruption.
-
-    A flipped bit in the middle of the last segment is followed by intact records; a write cut
-    short by a crash is not. Looking for one valid record after the bad point tells them apart.
-    """
+def _next_valid(data: bytes, bad: int) -> int | None:
+    """Where the next intact record after the damage at `bad` starts (resynchronisation)."""
     lim = min(len(data) - HEADER_SIZE, bad + _RESYNC_WINDOW)
-    return not any(valid_record_at(data, q) for q in range(max(bad + 1, len(MAGIC)), lim + 1))
+    for q in range(max(bad + 1, len(MAGIC)), lim + 1):
+        if valid_record_at(data, q):
+            return q
+    return None
 
 
 def replay(jdir: Path, *, collect: bool, count_ids: bool = False) -> Replay:
@@ -165,12 +172,7 @@ def _replay(jdir: Path, collect: bool, count_ids: bool) -> Replay:
     meta: dict[str, LiveEvent] | None = {} if collect else None
     for i, seg in enumerate(segs):
         data = read_file(jdir / seg_name(seg))
-        end, count, err = _scan(data, seg, index, meta, rep.seen_ids)
-        rep.records += count
-        rep.sizes[seg] = end
-        if err is not None:
-            torn = i == len(segs) - 1 and _is_torn(data, end)
-            rep.damage.append(Damage(seg, end, len(data) - end, torn, err))
+        _scan_segment(rep, data, seg, meta, last=i == len(segs) - 1)
         del data
     if meta is not None:
         live = rep.live
@@ -186,3 +188,30 @@ def _replay(jdir: Path, collect: bool, count_ids: bool) -> Replay:
         # nearly free on data that is mostly in order already.
         live.sort(key=lambda e: e.accepted_at)
     return rep
+
+
+def _scan_segment(rep: Replay, data: bytes, seg: int, meta: dict[str, LiveEvent] | None, last: bool) -> None:
+    """Apply one segment, resynchronising after each damaged range on the next valid record.
+
+    A damaged range costs only its own bytes: every intact record before and after it is
+    applied. Damage with no valid record after it ends the segment: in the last segment that is
+    a torn write (a crash mid-append), elsewhere corruption up to the end of the file.
+    """
+    pos = 0
+    prev: Damage | None = None
+    while True:
+        end, count, err = _scan(data, seg, rep.index, meta, rep.seen_ids, pos)
+        rep.records += count
+        if prev is not None:
+            prev.intact_after = count
+        if err is None:
+            rep.sizes[seg] = end
+            return
+        q = _next_valid(data, end)
+        if q is None:
+            rep.sizes[seg] = end
+            rep.damage.append(Damage(seg, end, len(data) - end, last, err))
+            return
+        prev = Damage(seg, end, q - end, False, err, resync=True)
+        rep.damage.append(prev)
+        pos = q

@@ -1,0 +1,72 @@
+"""One attempt as a value: build the request, send it, and decide what happens next.
+
+Nothing here raises for a bad event: anything that stops a request from being built or sent is
+an `Outcome` of kind "error" with the reason, retried per the policy and then dead-lettered,
+never an exception that would put the event back in line for ever.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from relay.config import TenantConfig
+from relay.dispatch import EgressPolicy, Outcome, build_headers, describe_error
+from relay.events import StoredEvent
+from relay.outbound import deliver
+
+log = logging.getLogger("relay.delivery")
+
+# What each outcome counts as in hookrelay_delivery_attempts_total{outcome} (SPEC §6 values).
+METRIC_OUTCOME = {
+    "success": "success",
+    "http_error": "http_error",
+    "timeout": "timeout",
+    "connection_error": "connection_error",
+    "refused": "connection_error",  # our egress policy: no connection was made
+    "error": "connection_error",  # the request could not be built: nothing was sent
+}
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    cfg: TenantConfig,
+    stored: StoredEvent,
+    event_id: str,
+    egress: EgressPolicy,
+) -> Outcome:
+    try:
+        headers = build_headers(cfg, stored, event_id, int(time.time()))
+        url = stored.target_url or cfg.base_url
+        return await deliver(session, cfg, url, stored.envelope, headers, egress)
+    except Exception as exc:  # an unusable event is an outcome, never a crash loop
+        reason = f"request could not be built: {describe_error(exc)}"
+        log.debug("event %s: %s", event_id, reason, exc_info=True)
+        return Outcome("error", None, reason, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    kind: str  # delivered | retry | dead
+    delay: float = 0.0  # retry: seconds until the next attempt
+    reason: str | None = None  # dead: why
+
+
+def decide(out: Outcome, tries: int, cfg: TenantConfig, rand: Callable[[], float] = random.random) -> Verdict:
+    """What follows attempt number `tries` (of this round) with outcome `out`."""
+    if out.ok:
+        return Verdict("delivered")
+    policy = cfg.retry_policy
+    if out.final is not None:
+        return Verdict("dead", reason=out.final)
+    if tries > policy.max_retries:
+        return Verdict("dead", reason=f"max retries exceeded: {tries} attempts, last error: {out.error}")
+    delay = policy.delay(tries, rand)
+    if out.retry_after is not None:
+        delay = max(delay, min(out.retry_after, policy.max_delay_seconds))
+    return Verdict("retry", delay=delay)
