@@ -33,6 +33,7 @@ from relay.journal import JournalUnavailable
 from relay.metrics import Metrics
 from relay.reload import ConfigManager
 from relay.signing import ed25519_public_key, verify_signature
+from relay.urls import userinfo_clash
 
 log = logging.getLogger("relay.api")
 
@@ -176,6 +177,12 @@ def _prepare(st: AppState, req: SendRequest) -> _Prepared | dict[str, Any]:
     if not cfg.accepts(req.event_type):
         st.metrics.tenant(req.tenant_id).filtered.inc()
         return {"event_id": req.event_id or new_event_id(), "status": "filtered"}
+    if req.target_url is not None:
+        names = [*cfg.default_headers, *(req.custom_headers or {})]
+        if cfg.auth_config is not None:
+            names.append(cfg.auth_config.header()[0])
+        if why := userinfo_clash(req.target_url, names):
+            raise invalid("target_url", why)
     event_id = req.event_id or new_event_id()
     envelope = build_envelope(req, event_id)
     stored = StoredEvent(envelope, req.event_type, req.target_url, req.custom_headers)

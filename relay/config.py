@@ -43,6 +43,7 @@ from relay.signing import SignatureError, ed25519_public_key, standard_webhooks_
 from relay.tls import FILE_KEYS as TLS_FILE_KEYS
 from relay.tls import TlsConfig, TlsError, attach
 from relay.tls import load as load_tls
+from relay.urls import host_problem, userinfo_clash
 
 __all__ = [
     "AuthConfig",
@@ -517,7 +518,7 @@ def _check_url(url: str) -> str | None:
         return "must be an http:// or https:// URL"
     if not parts.hostname:
         return "must name a host"
-    return None
+    return host_problem(parts.hostname)
 
 
 def _check_whsec(problems: _Problems, path: str, secret: str) -> None:
@@ -572,6 +573,9 @@ def _check(t: dict[str, Any], problems: _Problems) -> None:
         _check_header(problems, "auth_config.header_name", name, None)
         if "\r" in value or "\n" in value or "\0" in value:
             problems.add("auth_config.token", "must not contain CR, LF or NUL")
+    names = [*t.get("default_headers", {}), *([auth.header()[0]] if auth is not None else [])]
+    if isinstance(url, str) and (why := userinfo_clash(url, names)):
+        problems.add("auth_config" if auth is not None else "default_headers", f"base_url: {why}")
 
     schemes = t.get("signature_schemes")
     if schemes is not None and not schemes:

@@ -76,6 +76,7 @@ class Daemon:
         self._sigint_count = 0
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[Any]] = []
+        self._reloads: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         s = self.s
@@ -197,13 +198,16 @@ class Daemon:
 
     def _on_sighup(self) -> None:
         task = asyncio.create_task(self.config.reload("SIGHUP", force=True))
-        self._tasks.append(task)
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)  # a SIGHUP leaves nothing behind
 
     async def _compact_loop(self) -> None:
         while True:
             await asyncio.sleep(self.s.compact_interval)
             try:
-                await self.journal.compact()
+                # Shielded: shutdown cancels this loop, but a compaction whose file work runs in a
+                # thread must finish (journal.close() waits for it) rather than be abandoned.
+                await asyncio.shield(self.journal.compact())
                 self.engine.prune_dead()
             except Exception:
                 log.exception("Journal compaction failed; will try again")

@@ -16,6 +16,7 @@ from relay.events import (
     RESERVED_HEADERS,
     SendRequest,
 )
+from relay.urls import host_problem
 
 _send_decoder = msgspec.json.Decoder(SendRequest)
 _PATH_RE = re.compile(r"at `\$(.*)`$")
@@ -104,3 +105,5 @@ def check_url(url: str, field: str = "target_url") -> None:
         raise invalid(field, "must be an absolute http:// or https:// URL")
     if host.endswith(".") or (host.replace(".", "").isdigit() and host.count(".") != 3):
         raise invalid(field, "host must be a DNS name or a dotted-quad / bracketed IPv6 address")
+    if why := host_problem(host):
+        raise invalid(field, why)

@@ -7,7 +7,10 @@ because the seed's text lines already spell those values out.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import logging.handlers
+import queue
 import sys
 import time
 from typing import Any
@@ -65,11 +68,36 @@ class ClientErrorFilter(logging.Filter):
         return True
 
 
+class _Enqueue(logging.handlers.QueueHandler):
+    """Hands records to the writer thread as they are: formatting and the write to stderr both
+    happen off the event loop (a log line per delivery must never block it on a slow pipe)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
+_listener: logging.handlers.QueueListener | None = None
+
+
+def stop_logging() -> None:
+    """Write out every queued line and stop the writer thread (at exit; safe to call twice)."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+
+
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
+    global _listener
+    stop_logging()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _listener = logging.handlers.QueueListener(q, handler)
+    _listener.start()
+    atexit.register(stop_logging)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_Enqueue(q)]
     root.setLevel(LEVELS[level])
     # aiohttp's access log is one line per request: too chatty for a sidecar at info.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

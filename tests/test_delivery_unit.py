@@ -4,6 +4,7 @@ dead-letter order, and the engine on an in-memory store against a real loopback 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,7 +22,7 @@ from relay.delivery.scheduler import TenantState
 from relay.dispatch import EgressPolicy, Outcome
 from relay.events import StoredEvent, encode_stored
 from relay.metrics import Metrics
-from tests.memstore import MemoryStore
+from tests.memstore import MemEvent, MemoryStore
 
 
 class Clock:
@@ -172,7 +173,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Harness:
-    def __init__(self, cfgs: list[TenantConfig], clock: Clock, egress: EgressPolicy | None = None) -> None:
+    def __init__(
+        self, cfgs: list[TenantConfig], clock: Callable[[], float], egress: EgressPolicy | None = None
+    ) -> None:
         self.store = MemoryStore()
         self.snap = Snapshot({c.tenant_id: c for c in cfgs}, {}, "d")
         self.engine = DeliveryEngine(
@@ -374,5 +377,45 @@ async def test_accept_never_revives_or_doubles_an_id(aiohttp_server: Any) -> Non
         await h.until(lambda: h.status("same") == "delivered")
         assert await h.engine.accept([("same", "t", 1, blob)]) == []
         assert h.status("same") == "delivered"
+    finally:
+        await h.engine.stop(1.0)
+
+
+async def test_management_writes_one_commit_per_thousand_and_history_is_capped_in_ram(
+    aiohttp_server: Any,
+) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=500, text="nope " * 50)
+
+    url = await sink(aiohttp_server, handler)
+    cfg = tenant(
+        base_url=url,
+        circuit_breaker={"enabled": False},
+        retry_policy={"max_retries": 7, "initial_delay_seconds": 0.001, "max_delay_seconds": 0.001},
+    )
+    h = Harness([cfg], time.time)
+    await h.engine.start()
+    try:
+        eid = await h.send()
+        await h.until(lambda: h.status(eid) == "dead")
+        e = h.engine.dead.get(eid)
+        assert e is not None and len(e.attempts) == 5  # RAM keeps the newest few
+        view = h.engine.event_view(eid)
+        assert view is not None and [a.attempt for a in view["attempts"]] == list(range(1, 9))
+        # 2,500 dead letters replayed and purged: three commits each, not 2,500.
+        ts = h.engine.tenants["t"]
+        for i in range(2500):
+            d = Entry(f"d{i}", "t", 1, 0.0)
+            d.state, d.failed_at = "dead", float(i)
+            h.store.events[d.event_id] = MemEvent("t", b"", dead=("x", 0.0))
+            h.engine.entries[d.event_id] = d
+            h.engine.dead.add(d)
+            ts.dead += 1
+        h.snap = Snapshot({"t": tenant(base_url=url, active=False)}, {}, "d2")  # hold them
+        before = h.store.commits
+        ids = [e.event_id for e in h.engine.dead_letters("t") if e.event_id != eid]
+        assert await h.engine.requeue_many(ids) == 2500
+        assert h.store.commits - before == 3
+        assert ts.dead == 1 and len(ts.pending) == 2500
     finally:
         await h.engine.stop(1.0)

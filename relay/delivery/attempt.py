@@ -46,7 +46,7 @@ async def send(
         return await deliver(session, cfg, url, stored.envelope, headers, egress)
     except Exception as exc:  # an unusable event is an outcome, never a crash loop
         reason = f"request could not be built: {describe_error(exc)}"
-        log.debug("event %s: %s", event_id, reason, exc_info=True)
+        log.debug("event %s: %s", event_id, reason)
         return Outcome("error", None, reason, 0.0)
 
 

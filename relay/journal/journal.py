@@ -190,7 +190,15 @@ class Journal:
         young = sorted(((eid, ts) for eid, ts in idx.settled.items() if ts >= cutoff), key=lambda x: x[1])
         idx.settled = dict(young[-self._idem_max :] if self._idem_max else [])
 
-        self._writer = SegmentWriter(self._jdir, head, sizes[head], self._max_bytes, self._write_fn, self._fsync_fn)
+        self._writer = SegmentWriter(
+            self._jdir,
+            head,
+            sizes[head],
+            self._max_bytes,
+            self._write_fn,
+            self._fsync_fn,
+            roll_sync=self._mode != "never",
+        )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-writer")
         log.info(
             "journal: recovered %d live events, %d settled ids from %d segments (%d records) in %.3f s",

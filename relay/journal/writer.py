@@ -40,6 +40,7 @@ class SegmentWriter:
         max_bytes: int,
         write: WriteFn,
         fsync: FsyncFn,
+        roll_sync: bool = True,
     ) -> None:
         self.jdir = jdir
         self.head = head
@@ -50,6 +51,12 @@ class SegmentWriter:
         # O_APPEND: after a rollback ftruncate, the next write lands at the new end by itself.
         self._fd = os.open(jdir / seg_name(head), os.O_WRONLY | os.O_APPEND)
         self._dirty = False  # the last rollback truncate failed; retry it before writing
+        # A roll always makes the old head durable first (unless fsync=never), even in a batch
+        # that needs no fsync itself: a crash must never keep a later record and lose an earlier.
+        self._roll_sync = roll_sync
+        # After a failed write or fsync the head's state on disk is unknown (the kernel may have
+        # dropped its dirty pages): the next commit starts a new segment instead of reusing it.
+        self._abandon = False
 
     def _write_all(self, fd: int, data: bytes) -> None:
         while data:
@@ -63,6 +70,18 @@ class SegmentWriter:
         self._fsync(fd)
         out.append(time.perf_counter() - t0)
 
+    def _roll(self, chunk: list[bytes], size: int, res: Commit, created: list[tuple[int, int]]) -> None:
+        """Write `chunk` to the head, make it durable, and open the next segment as the head."""
+        self._write_all(self._fd, b"".join(chunk))
+        if self._roll_sync:
+            self._sync(self._fd, res.fsync_seconds)
+        res.sizes[self.head] = size
+        self.head += 1
+        path = self.jdir / seg_name(self.head)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        created.append((self.head, self._fd))
+        fsync_dir(self.jdir)
+
     def commit(self, bufs: list[bytes], sync: bool) -> Commit:
         start_head, start_size, start_fd = self.head, self.size, self._fd
         res = Commit([], {})
@@ -73,21 +92,13 @@ class SegmentWriter:
                 self._dirty = False
             chunk: list[bytes] = []
             size = self.size
+            if self._abandon and size > len(MAGIC) and bufs:
+                self._roll(chunk, size, res, created)
+                chunk, size = [MAGIC], len(MAGIC)
             for b in bufs:
                 if size + len(b) > self.max_bytes and size > len(MAGIC):
-                    # Roll: the old head must be durable before records land in the next one,
-                    # or a crash could keep a later record and lose an earlier one.
-                    self._write_all(self._fd, b"".join(chunk))
-                    if sync:
-                        self._sync(self._fd, res.fsync_seconds)
-                    res.sizes[self.head] = size
-                    self.head += 1
-                    path = self.jdir / seg_name(self.head)
-                    self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
-                    created.append((self.head, self._fd))
-                    fsync_dir(self.jdir)
-                    chunk = [MAGIC]
-                    size = len(MAGIC)
+                    self._roll(chunk, size, res, created)
+                    chunk, size = [MAGIC], len(MAGIC)
                 res.positions.append((self.head, size))
                 chunk.append(b)
                 size += len(b)
@@ -99,7 +110,9 @@ class SegmentWriter:
             self.size = size
         except OSError:
             self._rollback(start_head, start_size, start_fd, created)
+            self._abandon = True
             raise
+        self._abandon = False
         if created:
             os.close(start_fd)
             for _, fd in created[:-1]:
