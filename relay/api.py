@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from relay.config import ConfigError
 from relay.delivery import DeliveryEngine
-from relay.errors import ApiError
+from relay.errors import ApiError, ConfigRejected, ConfigWriteError, ConfigWriteFailed, TenantNotFound
 from relay.events import (
     SEVERITY_RANK,
     BatchRequest,
@@ -106,6 +106,8 @@ async def errors_middleware(
         if err.status == 408:
             resp.force_close()  # the client stalled mid-body: drop the connection
         return resp
+    except ConfigWriteError as err:
+        return error_response(ApiError(_config_write_status(err), err.code, err.message))
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[STATE].max_body_bytes
         return error_response(ApiError(413, "payload_too_large", f"request body exceeds {limit} bytes"))
@@ -123,6 +125,17 @@ async def errors_middleware(
     except Exception:
         log.exception("unhandled error serving %s %s", request.method, request.path)
         return error_response(ApiError(500, "internal_error", "internal error; see the daemon's log"))
+
+
+def _config_write_status(err: ConfigWriteError) -> int:
+    """HTTP status for each kind of failed config change (the only place that knows it)."""
+    if isinstance(err, TenantNotFound):
+        return 404
+    if isinstance(err, ConfigRejected):
+        return 422
+    if isinstance(err, ConfigWriteFailed):
+        return 503
+    return 409  # read-only config, or a tenant defined in a file the API may not rewrite
 
 
 def make_auth_middleware(token: str) -> Any:

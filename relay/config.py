@@ -39,6 +39,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from relay.errors import ConfigError as ConfigError  # re-exported: callers import it from here
 from relay.signing import SignatureError, ed25519_public_key, standard_webhooks_key
 from relay.tls import FILE_KEYS as TLS_FILE_KEYS
 from relay.tls import TlsConfig, TlsError, attach
@@ -74,17 +75,6 @@ _VAR_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
 # ("billion laughs"); a real tenant mapping is three levels deep and a few dozen nodes.
 _MAX_DEPTH = 32
 _MAX_NODES = 100_000
-
-
-class ConfigError(Exception):
-    """Invalid configuration; `problems` holds one line per problem, each naming file and key."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
-
-    def __str__(self) -> str:
-        return "\n".join(self.problems)
 
 
 class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from relay.config import ConfigError, Snapshot, TenantConfig, load_path, parse_tenant, tenant_file_text, warnings
-from relay.errors import ApiError
+from relay.errors import (
+    ConfigReadOnly,
+    ConfigRejected,
+    ConfigWriteError,
+    ConfigWriteFailed,
+    TenantConflict,
+    TenantNotFound,
+)
 from relay.fsutil import fsync_dir, write_fsync
 from relay.metrics import Metrics
 
@@ -144,9 +151,9 @@ class ConfigManager:
 
     def _writable_dir(self) -> Path:
         if self.read_only:
-            raise ApiError(409, "config_read_only", "config is read-only (--read-only-config); change it in Git")
+            raise ConfigReadOnly("config is read-only (--read-only-config); change it in Git")
         if not self.path.is_dir():
-            raise ApiError(409, "config_read_only", "config is a single file; the API can only write to a directory")
+            raise ConfigReadOnly("config is a single file; the API can only write to a directory")
         return self.path
 
     async def write_tenant(self, data: Any) -> tuple[TenantConfig, bool]:
@@ -162,13 +169,13 @@ class ConfigManager:
             # The new file broke the set as a whole (e.g. a clash): put things back as they were.
             await asyncio.to_thread(_restore, target, previous)
             await self.reload("API configure rollback", force=True)
-            raise ApiError(422, "invalid_config", f"{cfg.tenant_id}: the config set would be invalid; see the log")
+            raise ConfigRejected(f"{cfg.tenant_id}: the config set would be invalid; see the log")
         log.info("Configured tenant %s via API", cfg.tenant_id, extra={"tenant": cfg.tenant_id})
         return self.snapshot.tenants[cfg.tenant_id], created
 
     async def delete_tenant(self, tenant_id: str) -> None:
         if tenant_id not in self.snapshot.tenants:
-            raise ApiError(404, "tenant_not_found", f"unknown tenant {tenant_id!r}")
+            raise TenantNotFound(f"unknown tenant {tenant_id!r}")
         directory = self._writable_dir()
         target = directory / f"{tenant_id}.yaml"
         self._check_owner(tenant_id, target)
@@ -182,17 +189,13 @@ class ConfigManager:
     def _check_owner(self, tenant_id: str, target: Path) -> None:
         source = self.snapshot.sources.get(tenant_id)
         if source is not None and Path(source).resolve() != target.resolve():
-            raise ApiError(
-                409,
-                "tenant_defined_elsewhere",
-                f"tenant {tenant_id!r} is defined in {Path(source).name}; edit that file instead",
-            )
+            raise TenantConflict(f"tenant {tenant_id!r} is defined in {Path(source).name}; edit that file instead")
 
 
-def _write_error(exc: OSError) -> ApiError:
+def _write_error(exc: OSError) -> ConfigWriteError:
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return ApiError(409, "config_read_only", f"config directory is not writable ({exc.strerror})")
-    return ApiError(503, "config_write_failed", f"could not write the config file ({exc.strerror})")
+        return ConfigReadOnly(f"config directory is not writable ({exc.strerror})")
+    return ConfigWriteFailed(f"could not write the config file ({exc.strerror})")
 
 
 def _atomic_write(target: Path, data: bytes) -> None:

@@ -389,13 +389,14 @@ def test_masked() -> None:
             base_url="https://user:pw@example.com/x",
             default_headers={
                 "X-API-Version": "v2",
-                "Authorization": "x",
+                "Proxy-Authorization": "x",
                 "X-Api-Key": "x",
                 "x-auth-token": "x",
                 "Cookie": "x",
                 "X-Client-Secret": "x",
             },
-            auth_config={"auth_type": "Bearer", "token": TOKEN},
+            # Credentials in the URL cannot go with an Authorization header: ApiKey uses its own.
+            auth_config={"auth_type": "ApiKey", "token": TOKEN},
             previous_secret_keys=["old1", "old2"],
         ),
         "x",
@@ -407,7 +408,7 @@ def test_masked() -> None:
     assert SECRET not in text and TOKEN not in text and "old1" not in text and ":pw@" not in text
     assert m["secret_key"] == "***"
     assert m["previous_secret_keys"] == ["***", "***"]
-    assert m["auth_config"] == {"auth_type": "Bearer", "token": "***", "header_name": None}
+    assert m["auth_config"] == {"auth_type": "ApiKey", "token": "***", "header_name": None}
     assert m["default_headers"]["X-API-Version"] == "v2"
     assert all(v == "***" for k, v in m["default_headers"].items() if k != "X-API-Version")
     assert m["base_url"] == "https://user:***@example.com/x"

@@ -419,3 +419,30 @@ async def test_management_writes_one_commit_per_thousand_and_history_is_capped_i
         assert ts.dead == 1 and len(ts.pending) == 2500
     finally:
         await h.engine.stop(1.0)
+
+
+async def test_a_tenant_task_that_raises_is_restarted_and_counted(aiohttp_server: Any) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response()
+
+    url = await sink(aiohttp_server, handler)
+    h = Harness([tenant(base_url=url)], time.time)
+    ts = h.engine._tenant("t")
+    real = ts.release_due
+    calls = 0
+
+    def flaky(now: float) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug in the scheduler")
+        real(now)
+
+    ts.release_due = flaky  # type: ignore[method-assign]
+    await h.engine.start()
+    try:
+        eid = await h.send()
+        await h.until(lambda: h.status(eid) == "delivered")
+        assert h.engine.metrics.registry.get_sample_value("hookrelay_task_restarts_total") == 1.0
+    finally:
+        await h.engine.stop(1.0)

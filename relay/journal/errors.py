@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from relay.errors import RelayError
 
-class JournalError(Exception):
+
+class JournalError(RelayError):
     """Root of every error the journal raises."""
 
 
@@ -16,7 +18,7 @@ class JournalLocked(JournalError):
         self.pid = pid
 
 
-class JournalUnavailable(JournalError):
+class JournalUnavailable(JournalError, OSError):
     """A write or fsync failed: nothing of the batch it belonged to is acknowledged."""
 
 
