@@ -12,6 +12,9 @@
 # HOOKRELAY_INGEST_TOKEN. The ops listener (9787) serves only /metrics,
 # /healthz and /readyz.
 
+# The base is an argument so that CI can build on a base made locally (.ci/image);
+# by default it is the pinned official image.
+# checkov:skip=CKV_DOCKER_7: the tag is in ARG PYTHON_IMAGE's default (python:3.12.7-slim-bookworm), which checkov does not resolve
 ARG PYTHON_IMAGE=python:3.12.7-slim-bookworm
 
 # ---------------------------------------------------------------- builder ---
