@@ -6,6 +6,9 @@
 #   docker run --rm -v hookrelay-data:/var/lib/hookrelay \
 #     -v "$PWD/config:/etc/hookrelay/tenants:ro" -p 9787:9787 hookrelay:dev
 #
+# Without Docker or a registry: sudo bash .ci/image (podman, a base made with
+# debootstrap passed as PYTHON_IMAGE; builds this file and runs the image).
+#
 # The main listener (ingest + management API) binds loopback by default: in
 # Kubernetes the application shares the pod's network namespace and reaches it
 # at http://127.0.0.1:8787. A non-loopback HOOKRELAY_LISTEN needs

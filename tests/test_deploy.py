@@ -402,6 +402,35 @@ def test_podmonitor_matches_pods() -> None:
         assert selector.items() <= labels.items(), workload
 
 
+def test_networkpolicy_admits_only_prometheus_to_the_ops_port() -> None:
+    """The ops port listens on 0.0.0.0: the shipped policy covers every sidecar pod and
+    lets only the Prometheus pods reach 9787; the ingest port (loopback) is never opened."""
+    np = _one("NetworkPolicy")
+    selector = np["spec"]["podSelector"]["matchLabels"]
+    for workload in WORKLOADS:
+        assert selector.items() <= _pod(workload)["metadata"]["labels"].items(), workload
+    assert "Ingress" in np["spec"]["policyTypes"]
+    rules = np["spec"]["ingress"]
+    ops_rules = [r for r in rules if any(p["port"] in (9787, "ops") for p in r["ports"])]
+    assert len(ops_rules) == 1
+    (peer,) = ops_rules[0]["from"]
+    assert peer["podSelector"]["matchLabels"] and peer["namespaceSelector"]["matchLabels"]
+    assert not any(p["port"] in (8787, "api") for r in rules for p in r["ports"])
+    for r in rules:
+        if r not in ops_rules:
+            assert all(p["port"] not in (9787, "ops") for p in r["ports"])
+
+
+@pytest.mark.parametrize("workload", WORKLOADS, ids=lambda p: p.stem)
+def test_signing_secrets_are_files(workload: Path) -> None:
+    """secret_key_file wherever the schema has a file form: no tenant's secret_key is a ${VAR}."""
+    for name, text in _tenant_files().items():
+        assert "secret_key_file" in yaml.safe_load(text), name
+    sidecar = _sidecar(_pod(workload)["spec"])
+    env = {e["name"] for e in sidecar.get("env", [])}
+    assert all("SECRET" not in name for name in env), env
+
+
 # ------------------------------------------------------------- Dockerfile --
 
 
