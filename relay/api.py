@@ -193,7 +193,7 @@ def _prepare(st: AppState, req: SendRequest) -> _Prepared | dict[str, Any]:
     if req.target_url is not None:
         names = [*cfg.default_headers, *(req.custom_headers or {})]
         if cfg.auth_config is not None:
-            names.append(cfg.auth_config.header()[0])
+            names.append(cfg.auth_config.header_field())
         if why := userinfo_clash(req.target_url, names):
             raise invalid("target_url", why)
     event_id = req.event_id or new_event_id()

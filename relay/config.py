@@ -40,6 +40,7 @@ import msgspec
 import yaml
 
 from relay.errors import ConfigError as ConfigError  # re-exported: callers import it from here
+from relay.proxy import check as check_proxy
 from relay.signing import SignatureError, ed25519_public_key, standard_webhooks_key
 from relay.tls import FILE_KEYS as TLS_FILE_KEYS
 from relay.tls import TlsConfig, TlsError, attach
@@ -77,19 +78,38 @@ _MAX_DEPTH = 32
 _MAX_NODES = 100_000
 
 
-class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    auth_type: Literal["Bearer", "ApiKey", "Basic"]
-    token: str
-    header_name: str | None = None
+OAUTH2 = "OAuth2ClientCredentials"
+_OAUTH_ONLY = ("token_url", "client_id", "client_secret", "scope", "audience")
 
-    def header(self) -> tuple[str, str]:
-        """The (name, value) pair sent with every delivery attempt."""
+
+class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    auth_type: Literal["Bearer", "ApiKey", "Basic", "OAuth2ClientCredentials"]
+    token: str | None = None  # required for Bearer, ApiKey and Basic
+    header_name: str | None = None
+    # OAuth2 client credentials (SPEC §13): the token is fetched from token_url (relay.oauth).
+    token_url: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    scope: str | None = None
+    audience: str | None = None
+
+    def header_field(self) -> str:
+        """The name of the header this auth sets (OAuth2's included)."""
+        pair = self.header()
+        return pair[0] if pair is not None else (self.header_name or "Authorization")
+
+    def header(self) -> tuple[str, str] | None:
+        """The (name, value) pair sent with every delivery attempt; None for OAuth2, whose token
+        is fetched at delivery time."""
+        token = self.token or ""
         if self.auth_type == "Bearer":
-            return (self.header_name or "Authorization", f"Bearer {self.token}")
+            return (self.header_name or "Authorization", f"Bearer {token}")
         if self.auth_type == "ApiKey":
-            return (self.header_name or "X-API-Key", self.token)
+            return (self.header_name or "X-API-Key", token)
+        if self.auth_type == OAUTH2:
+            return None
         # Basic always goes in Authorization: other header names would not be understood as Basic auth.
-        return ("Authorization", "Basic " + base64.b64encode(self.token.encode()).decode("ascii"))
+        return ("Authorization", "Basic " + base64.b64encode(token.encode()).decode("ascii"))
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -171,6 +191,7 @@ class TenantConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict
     # Ed25519 signing key (`whsk_<base64 seed>`) for the standard-webhooks-ed25519 scheme (SPEC §13).
     signing_key: str | None = None
     tls: TlsConfig | None = None  # private CA, client certificate, SNI (SPEC §13)
+    proxy: str | None = None  # http://[user:password@]host:port, or "env" (SPEC §13)
 
     @functools.cached_property
     def _matcher(self) -> tuple[bool, frozenset[str], tuple[str, ...]]:
@@ -200,8 +221,18 @@ class TenantConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict
         data["default_headers"] = {
             k: (MASK if _SENSITIVE_HEADER.search(k) else v) for k, v in self.default_headers.items()
         }
-        if data.get("auth_config") is not None:
-            data["auth_config"]["token"] = MASK
+        if self.proxy is not None:
+            data["proxy"] = _mask_url_password(self.proxy)
+        if (auth := data.get("auth_config")) is not None:
+            if auth["token"] is not None or auth["auth_type"] != OAUTH2:
+                auth["token"] = MASK
+            if auth["client_secret"] is not None:
+                auth["client_secret"] = MASK
+            if auth["token_url"] is not None:
+                auth["token_url"] = _mask_url_password(auth["token_url"])
+            for key in _OAUTH_ONLY:  # keep the answer of the other auth types as it always was
+                if auth[key] is None:
+                    del auth[key]
         return data
 
 
@@ -248,7 +279,7 @@ _MSGSPEC_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<key>[^`]*)`$
 _MSGSPEC_MISSING = re.compile(r"^Object missing required field `(?P<key>[^`]*)`$")
 _WORDS = {"object": "mapping", "array": "list", "null": "null"}
 _CHOICES = {
-    "auth_type": "Bearer, ApiKey, Basic",
+    "auth_type": "Bearer, ApiKey, Basic, OAuth2ClientCredentials",
     "signature_schemes": "hmac-sha256, standard-webhooks, standard-webhooks-ed25519",
 }
 
@@ -433,6 +464,16 @@ def _parse_tenant_inner(
         if key is not None:
             data["signing_key"] = key
 
+    if isinstance(auth_raw := data.get("auth_config"), dict) and "client_secret_file" in auth_raw:
+        if "client_secret" in auth_raw:
+            problems.add("auth_config.client_secret", "give either client_secret or client_secret_file, not both")
+            auth_raw.pop("client_secret_file")
+        else:
+            key = "auth_config.client_secret_file"
+            secret = _read_secret_file(auth_raw.pop("client_secret_file"), base_dir, problems, files, key)
+            # An unreadable file is reported once, not again as a missing client_secret.
+            auth_raw["client_secret"] = secret if secret is not None else "(unread)"
+
     if isinstance(tls_raw := data.get("tls"), dict) and base_dir is not None:
         # Like secret_key_file: a relative path is relative to the YAML file that names it.
         for k in TLS_FILE_KEYS:
@@ -555,15 +596,10 @@ def _check(t: dict[str, Any], problems: _Problems) -> None:
             problems.add(f"enabled_events[{i}]", "must be '*', 'prefix.*' or an event type")
 
     if (auth := t.get("auth_config")) is not None:
-        if not auth.token:
-            problems.add("auth_config.token", "must not be empty")
-        elif auth.auth_type == "Basic" and ":" not in auth.token:
-            problems.add("auth_config.token", "Basic auth needs a token of the form user:password")
-        name, value = auth.header()
-        _check_header(problems, "auth_config.header_name", name, None)
-        if "\r" in value or "\n" in value or "\0" in value:
-            problems.add("auth_config.token", "must not contain CR, LF or NUL")
-    names = [*t.get("default_headers", {}), *([auth.header()[0]] if auth is not None else [])]
+        _check_auth(problems, auth)
+    if (proxy := t.get("proxy")) is not None and (why := check_proxy(proxy)):
+        problems.add("proxy", why)
+    names = [*t.get("default_headers", {}), *([auth.header_field()] if auth is not None else [])]
     if isinstance(url, str) and (why := userinfo_clash(url, names)):
         problems.add("auth_config" if auth is not None else "default_headers", f"base_url: {why}")
 
@@ -583,6 +619,38 @@ def _check(t: dict[str, Any], problems: _Problems) -> None:
             problems.add("signing_key", str(exc))
     elif schemes and "standard-webhooks-ed25519" in schemes and "signing_key" not in t:
         problems.add("signing_key", "standard-webhooks-ed25519 needs signing_key (or signing_key_file)")
+
+
+def _check_auth(problems: _Problems, auth: AuthConfig) -> None:
+    if auth.auth_type == OAUTH2:
+        for key in ("token_url", "client_id", "client_secret"):
+            value = getattr(auth, key)
+            if value is None:
+                problems.add(f"auth_config.{key}", f"required for {OAUTH2}")
+            elif not value:
+                problems.add(f"auth_config.{key}", "must not be empty")
+        if auth.token_url and (why := _check_url(auth.token_url)):
+            problems.add("auth_config.token_url", why)
+        if auth.token is not None:
+            problems.add("auth_config.token", f"not used with {OAUTH2} (the token is fetched from token_url)")
+        if auth.header_name is not None:
+            _check_header(problems, "auth_config.header_name", auth.header_name, None)
+        return
+    for key in _OAUTH_ONLY:
+        if getattr(auth, key) is not None:
+            problems.add(f"auth_config.{key}", f"only for {OAUTH2}")
+    if auth.token is None:
+        problems.add("auth_config.token", f"required for {auth.auth_type}")
+        return
+    if not auth.token:
+        problems.add("auth_config.token", "must not be empty")
+    elif auth.auth_type == "Basic" and ":" not in auth.token:
+        problems.add("auth_config.token", "Basic auth needs a token of the form user:password")
+    pair = auth.header()
+    assert pair is not None  # not OAuth2
+    _check_header(problems, "auth_config.header_name", pair[0], None)
+    if "\r" in pair[1] or "\n" in pair[1] or "\0" in pair[1]:
+        problems.add("auth_config.token", "must not contain CR, LF or NUL")
 
 
 def _mask_url_password(url: str) -> str:

@@ -142,9 +142,8 @@ def _configured_headers(cfg: TenantConfig, custom: dict[str, str] | None) -> CIM
         h[name] = value
     for name, value in (custom or {}).items():
         h[name] = value
-    if cfg.auth_config is not None:
-        name, value = cfg.auth_config.header()
-        h[name] = value
+    if cfg.auth_config is not None and (pair := cfg.auth_config.header()) is not None:
+        h[pair[0]] = pair[1]  # OAuth2 has none here: relay.outbound adds its fetched token
     return h
 
 

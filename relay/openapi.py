@@ -129,9 +129,15 @@ SCHEMAS: dict[str, Any] = {
             "auth_config": {
                 "type": ["object", "null"],
                 "properties": {
-                    "auth_type": {"enum": ["Bearer", "ApiKey", "Basic"]},
-                    "token": {"type": "string"},
+                    "auth_type": {"enum": ["Bearer", "ApiKey", "Basic", "OAuth2ClientCredentials"]},
+                    "token": {"type": ["string", "null"]},
                     "header_name": {"type": ["string", "null"]},
+                    "token_url": {"type": "string", "format": "uri", "description": "OAuth2ClientCredentials"},
+                    "client_id": {"type": "string"},
+                    "client_secret": {"type": "string", "description": "masked as *** in answers"},
+                    "client_secret_file": {"type": "string"},
+                    "scope": {"type": ["string", "null"]},
+                    "audience": {"type": ["string", "null"]},
                 },
             },
             "signature_schemes": {
@@ -140,6 +146,21 @@ SCHEMAS: dict[str, Any] = {
             },
             "signing_key": {"type": ["string", "null"], "description": "whsk_<base64 Ed25519 seed>"},
             "signing_key_file": {"type": "string"},
+            "tls": {
+                "type": ["object", "null"],
+                "properties": {
+                    "ca_file": {"type": ["string", "null"]},
+                    "ca_only": {"type": "boolean"},
+                    "client_cert_file": {"type": ["string", "null"]},
+                    "client_key_file": {"type": ["string", "null"]},
+                    "server_name": {"type": ["string", "null"]},
+                    "insecure_skip_verify": {"type": "boolean"},
+                },
+            },
+            "proxy": {
+                "type": ["string", "null"],
+                "description": "env, or http://[user:password@]host:port (password masked in answers)",
+            },
             "max_in_flight": {"type": "integer", "minimum": 1},
             "rate_limit_per_second": {"type": ["number", "null"]},
             "circuit_breaker": {

@@ -1,23 +1,40 @@
-"""One attempt with the tenant's outbound trust applied (SPEC §13): TLS context and SNI name.
+"""One attempt with the tenant's outbound trust applied (SPEC §13): TLS context and SNI name,
+and an OAuth2 client-credentials token.
 
 The engine calls `deliver` instead of `dispatch.post`. Everything here is per request on the one
 shared ClientSession: aiohttp keys its connection pool by (host, port, SSL context, proxy, proxy
 credentials, SNI name), so each distinct TLS context gets connections of its own without a
-session per tenant.
+session per tenant. The token request goes out on the same session, so the egress guard's
+resolver checks the token endpoint's addresses like any receiver's.
 """
 
 from __future__ import annotations
 
+import functools
+import time
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from multidict import CIMultiDict
 
-from relay.config import TenantConfig
+from relay.config import OAUTH2, AuthConfig, TenantConfig
 from relay.dispatch import EgressPolicy, Outcome, post
+from relay.oauth import Client, TokenCache, TokenError
+from relay.proxy import route_for
 from relay.tls import context_of
 
-__all__ = ["deliver"]
+__all__ = ["TOKENS", "deliver"]
+
+# One token cache for the process, like the connection pool: tokens outlive config reloads that
+# do not change the tenant's credentials.
+TOKENS = TokenCache()
+
+
+@functools.lru_cache(maxsize=1024)
+def _client(auth: AuthConfig) -> Client:
+    assert auth.token_url is not None and auth.client_id is not None and auth.client_secret is not None
+    return Client(auth.token_url, auth.client_id, auth.client_secret, auth.scope, auth.audience)
 
 
 async def deliver(
@@ -28,17 +45,47 @@ async def deliver(
     headers: CIMultiDict[str],
     policy: EgressPolicy,
 ) -> Outcome:
-    server_name = None
+    ctx = context_of(cfg)
+    route: dict[str, Any] = {"ssl_context": ctx}
     # server_name names the tenant's endpoint: a target_url on another host keeps its own name.
     if cfg.tls is not None and cfg.tls.server_name and urlsplit(url).hostname == urlsplit(cfg.base_url).hostname:
-        server_name = cfg.tls.server_name
-    return await post(
-        session,
-        url,
-        body,
-        headers,
-        cfg.timeout_seconds,
-        policy,
-        ssl_context=context_of(cfg),
-        server_hostname=server_name,
-    )
+        route["server_hostname"] = cfg.tls.server_name
+    route.update(route_for(cfg.proxy, url))
+    auth = cfg.auth_config
+    if auth is None or auth.auth_type != OAUTH2:
+        return _scrub(await post(session, url, body, headers, cfg.timeout_seconds, policy, **route), route)
+
+    start = time.perf_counter()
+    client = _client(auth)
+    token_route = {"ssl": True if ctx is None else ctx, **route_for(cfg.proxy, client.token_url)}
+    name = auth.header_name or "Authorization"
+    refused = policy.refusal(urlsplit(client.token_url).hostname or "")
+    if refused:  # an IP literal never reaches the resolver, so check it here as post() does
+        return Outcome("connection_error", None, f"OAuth2 token URL refused: {refused}", 0.0)
+    try:
+        token = await TOKENS.token(session, cfg.tenant_id, client, cfg.timeout_seconds, **token_route)
+    except TokenError as exc:
+        return _scrub(Outcome("connection_error", None, str(exc), time.perf_counter() - start), token_route)
+    headers[name] = f"Bearer {token}"
+    out = _scrub(await post(session, url, body, headers, cfg.timeout_seconds, policy, **route), route)
+    if out.status != 401:
+        return out
+    # The receiver refused the token (revoked, or expired early): one fresh token, one more try,
+    # all within this attempt.
+    try:
+        token = await TOKENS.token(session, cfg.tenant_id, client, cfg.timeout_seconds, refused=token, **token_route)
+    except TokenError as exc:
+        out.error = f"HTTP 401, and no new token: {exc}"
+        return _scrub(out, token_route)
+    headers[name] = f"Bearer {token}"
+    again = await post(session, url, body, headers, cfg.timeout_seconds, policy, **route)
+    again.duration += out.duration
+    return _scrub(again, route)
+
+
+def _scrub(out: Outcome, route: dict[str, Any]) -> Outcome:
+    """Belt and braces: no error text leaves here with the proxy password in it."""
+    auth = route.get("proxy_auth")
+    if out.error and auth is not None and auth.password and auth.password in out.error:
+        out.error = out.error.replace(auth.password, "***")
+    return out
