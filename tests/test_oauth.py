@@ -79,6 +79,8 @@ def test_one_token_for_many_deliveries_and_a_refresh_after_401(
     bad = oauth(idp, "relay client", client_secret="wrong-secret-value")
     write_tenant(conf, "bad", sink.url + "/bad", auth_config=bad, retry_policy={"max_retries": 0})
     write_tenant(conf, "short", sink.url + "/short", auth_config=oauth(idp, "short", client_secret="short-secret"))
+    metadata = {**oauth(idp, "x", client_secret="y"), "token_url": "http://169.254.169.254/latest/token"}
+    write_tenant(conf, "meta", sink.url + "/meta", auth_config=metadata, retry_policy={"max_retries": 0})
     d: Daemon = make_daemon().start()
 
     events = [{"tenant_id": "oa", "event_type": "user.created", "payload": {"i": i}} for i in range(200)]
@@ -108,6 +110,10 @@ def test_one_token_for_many_deliveries_and_a_refresh_after_401(
     error = view["attempts"][0]["error"]
     assert error == "OAuth2 token endpoint 127.0.0.1 answered HTTP 401 (invalid_client)"
     assert view["attempts"][0]["status_code"] is None and not sink.on("/bad")
+    # The token URL goes through the egress guard like any receiver.
+    view = d.wait_status(d.send("meta")[1]["event_id"], "dead")
+    assert view["attempts"][0]["error"].startswith("OAuth2 token URL refused: target address 169.254.169.254")
+    assert not sink.on("/meta")
 
     # expires_in 31: usable for 1 s (30 s margin), so a second event a bit later needs a new token.
     a = d.send("short")[1]["event_id"]
