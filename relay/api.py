@@ -412,6 +412,25 @@ async def handle_tenant_metrics(request: web.Request) -> web.Response:
     return json_response(st.engine.tenant_metrics(tenant_id))
 
 
+def _known_tenant(st: AppState, tenant_id: str) -> None:
+    if tenant_id not in st.config.snapshot.tenants:
+        raise ApiError(404, "tenant_not_found", f"unknown tenant {tenant_id!r}")
+
+
+async def handle_endpoint_enable(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    tenant_id = request.match_info["tenant_id"]
+    _known_tenant(st, tenant_id)
+    return json_response({"tenant_id": tenant_id, **st.engine.set_endpoint(tenant_id, True)}, 202)
+
+
+async def handle_endpoint_disable(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    tenant_id = request.match_info["tenant_id"]
+    _known_tenant(st, tenant_id)
+    return json_response({"tenant_id": tenant_id, **st.engine.set_endpoint(tenant_id, False)}, 202)
+
+
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
@@ -574,6 +593,8 @@ def make_app(state: AppState) -> web.Application:
             web.post("/api/v1/webhooks/configure", handle_configure),
             web.delete("/api/v1/webhooks/config/{tenant_id}", handle_delete_config),
             web.get("/api/v1/webhooks/metrics/{tenant_id}", handle_tenant_metrics),
+            web.post("/api/v1/webhooks/endpoints/{tenant_id}/enable", handle_endpoint_enable),
+            web.post("/api/v1/webhooks/endpoints/{tenant_id}/disable", handle_endpoint_disable),
             web.get("/api/v1/webhooks/dead-letter", handle_dead_letter),
             web.delete("/api/v1/webhooks/dead-letter", handle_purge),
             web.post("/api/v1/webhooks/dead-letter/retry", handle_retry_all),

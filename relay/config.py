@@ -192,6 +192,9 @@ class TenantConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict
     signing_key: str | None = None
     tls: TlsConfig | None = None  # private CA, client certificate, SNI (SPEC §13)
     proxy: str | None = None  # http://[user:password@]host:port, or "env" (SPEC §13)
+    # Endpoint lifecycle (SPEC §11): disabled after failing this long; probed this often then.
+    disable_after_seconds: float = 432_000.0
+    probe_interval_seconds: float = 300.0
 
     @functools.cached_property
     def _matcher(self) -> tuple[bool, frozenset[str], tuple[str, ...]]:
@@ -586,6 +589,8 @@ def _check(t: dict[str, Any], problems: _Problems) -> None:
         _finite(problems, "retry_policy.max_delay_seconds", rp.max_delay_seconds, 0)
     _finite(problems, "timeout_seconds", t.get("timeout_seconds"), 0, strict=True)
     _finite(problems, "rate_limit_per_second", t.get("rate_limit_per_second"), 0, strict=True)
+    _finite(problems, "disable_after_seconds", t.get("disable_after_seconds"), 0, strict=True)
+    _finite(problems, "probe_interval_seconds", t.get("probe_interval_seconds"), 0, strict=True)
     if (mif := t.get("max_in_flight")) is not None and mif < 1:
         problems.add("max_in_flight", "must be >= 1")
     if (cb := t.get("circuit_breaker")) is not None and cb.failure_threshold < 1:

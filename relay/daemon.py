@@ -112,7 +112,9 @@ class Daemon:
             deny_private=s.deny_private_targets,
             allow=tuple(ipaddress.ip_network(c, strict=False) for c in s.allow_target_cidr),
         )
-        self.engine = DeliveryEngine(self.journal, lambda: self.config.snapshot, self.metrics, egress=egress)
+        self.engine = DeliveryEngine(
+            self.journal, lambda: self.config.snapshot, self.metrics, egress=egress, state_dir=s.data_dir
+        )
         self.engine.restore(recovered)
         # Everything loaded so far lives as long as the process: keep the collector from
         # rescanning it, and collect the young generation less often (ingest allocates a few

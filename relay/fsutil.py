@@ -24,3 +24,11 @@ def write_fsync(fd: int, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_atomic(target: Path, data: bytes) -> None:
+    """Replace `target` with `data` so that a crash leaves either the old or the new content."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    write_fsync(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), data)
+    os.replace(tmp, target)
+    fsync_dir(target.parent)

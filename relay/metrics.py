@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # End to end includes retries with backoff: minutes to hours.
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0)
+ENDPOINT_STATES = ("enabled", "failing", "disabled")
 FSYNC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
@@ -28,6 +29,7 @@ class TenantGauges:
     dead: int
     oldest_pending_age: float
     circuit_open: bool
+    endpoint_state: str = "enabled"
 
 
 class _EngineCollector(Collector):
@@ -49,12 +51,19 @@ class _EngineCollector(Collector):
         circuit = GaugeMetricFamily(
             "hookrelay_circuit_open", "1 while the tenant's circuit breaker is open", labels=["tenant"]
         )
+        endpoint = GaugeMetricFamily(
+            "hookrelay_endpoint_state",
+            "1 for the endpoint's current state (enabled, failing, disabled), 0 for the others",
+            labels=["tenant", "state"],
+        )
         for tenant, g in sorted(self._source().items()):
             pending.add_metric([tenant], g.pending)
             dead.add_metric([tenant], g.dead)
             oldest.add_metric([tenant], g.oldest_pending_age)
             circuit.add_metric([tenant], 1.0 if g.circuit_open else 0.0)
-        yield from (pending, dead, oldest, circuit)
+            for state in ENDPOINT_STATES:
+                endpoint.add_metric([tenant, state], 1.0 if g.endpoint_state == state else 0.0)
+        yield from (pending, dead, oldest, circuit, endpoint)
 
 
 OUTCOMES = ("success", "http_error", "timeout", "connection_error")

@@ -36,7 +36,18 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 _STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 _TENANT_Q = _query("tenant_id", {"type": "string"}, "only this tenant")
 
+_ENDPOINT_PROPS: dict[str, Any] = {
+    "endpoint_state": {"enum": ["enabled", "failing", "disabled"]},
+    "endpoint_state_since": {"type": "string", "format": "date-time"},
+    "endpoint_state_reason": {"type": "string"},
+}
+
 SCHEMAS: dict[str, Any] = {
+    "EndpointState": {
+        "type": "object",
+        "required": ["tenant_id", "endpoint_state", "endpoint_state_since", "endpoint_state_reason"],
+        "properties": {"tenant_id": {"type": "string"}, **_ENDPOINT_PROPS},
+    },
     "Error": {
         "type": "object",
         "required": ["error"],
@@ -124,6 +135,16 @@ SCHEMAS: dict[str, Any] = {
                 },
             },
             "timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
+            "disable_after_seconds": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "description": "failing this long disables the endpoint (default 432000)",
+            },
+            "probe_interval_seconds": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "description": "a disabled endpoint is probed this often (default 300)",
+            },
             "enabled_events": {"type": "array", "items": {"type": "string"}},
             "active": {"type": "boolean"},
             "auth_config": {
@@ -191,6 +212,7 @@ SCHEMAS: dict[str, Any] = {
             "dead_letter_count": {"type": "integer"},
             "avg_response_time_ms": {"type": "number"},
             "circuit_open": {"type": "boolean"},
+            **_ENDPOINT_PROPS,
             "last_updated": {"type": "string", "format": "date-time"},
         },
     },
@@ -334,6 +356,22 @@ def document() -> dict[str, Any]:
                 "operationId": "tenantMetrics",
                 "parameters": [_path_param("tenant_id")],
                 "responses": {"200": _json(_ref("TenantMetrics"), "figures"), "404": _err("unknown tenant")},
+            }
+        },
+        P + "/endpoints/{tenant_id}/enable": {
+            "post": {
+                "summary": "Enable the tenant's endpoint: held events drain, oldest first",
+                "operationId": "enableEndpoint",
+                "parameters": [_path_param("tenant_id")],
+                "responses": {"202": _json(_ref("EndpointState"), "enabled"), "404": _err("unknown tenant")},
+            }
+        },
+        P + "/endpoints/{tenant_id}/disable": {
+            "post": {
+                "summary": "Disable the tenant's endpoint: new events are held, nothing is attempted",
+                "operationId": "disableEndpoint",
+                "parameters": [_path_param("tenant_id")],
+                "responses": {"202": _json(_ref("EndpointState"), "disabled"), "404": _err("unknown tenant")},
             }
         },
         f"{P}/dead-letter": {

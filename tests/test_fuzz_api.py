@@ -33,7 +33,10 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     write_tenant(d.config, "acme", sink.url + "/hook", retry_policy={"max_retries": 0})
     d.start()
     # Something in every state, so that reads and the dead-letter paths have data to show.
-    assert d.send("acme", "user.created", {"a": 1})[0] == 202
+    code, body = d.send("acme", "user.created", {"a": 1})
+    assert code == 202, body
+    # Delivered before the sink turns to 410 (which also disables the endpoint, SPEC §11).
+    d.wait_status(body["event_id"], "delivered")
     sink.responder = lambda n, r: Reply(410)
     code, body = d.send("acme", "user.created", {"b": 2}, event_id="evt_fuzz_dead")
     assert code == 202, body

@@ -21,6 +21,7 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -31,10 +32,12 @@ from relay.dispatch import EgressPolicy, Outcome, make_session
 from relay.events import Attempt, decode_attempt, decode_stored, encode_attempt, rfc3339
 from relay.journal import Recovered
 from relay.metrics import Metrics, TenantGauges
+from relay.statefile import StateFile
 
 from .attempt import METRIC_OUTCOME, decide, send
 from .breaker import Breaker
 from .deadletters import DeadLetters, Key
+from .endpoint import Change, Endpoint
 from .entry import Entry
 from .scheduler import TenantState
 from .store import Store
@@ -45,6 +48,10 @@ RECENT_SETTLED = 10_000  # settled events whose status and attempts /events/{id}
 RETRY_LATER = 5.0  # an event whose attempt could not run or be recorded tries again after this
 RESTART_DELAY = 1.0  # a tenant task that failed restarts after this
 BATCH = 1000  # management operations write one journal commit per this many events
+ENDPOINTS_FILE = "endpoints.json"
+
+# Operator notifications (SPEC §11): (type, tenant_id or None, data). Must never block or raise.
+OpsNotify = Callable[[str, str | None, dict[str, Any]], None]
 
 
 class DeliveryEngine:
@@ -57,6 +64,8 @@ class DeliveryEngine:
         egress: EgressPolicy | None = None,
         rand: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.time,
+        state_dir: Path | None = None,
+        ops: OpsNotify | None = None,
     ) -> None:
         self.journal = journal
         self._clock = clock
@@ -73,6 +82,11 @@ class DeliveryEngine:
         self._bg: set[asyncio.Task[Any]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._stopping = False
+        self._ops = ops
+        # Endpoint states survive restarts in a small file of their own (see _load_endpoints).
+        self.endpoints: dict[str, Endpoint] = {}
+        self._endpoint_file = StateFile(state_dir / ENDPOINTS_FILE if state_dir else None, self._endpoints_json)
+        self._load_endpoints()
         metrics.watch_engine(self.gauges)
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -139,6 +153,7 @@ class DeliveryEngine:
         await asyncio.gather(*self._attempt_tasks, *tasks, *self._bg, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
+        await self._endpoint_file.close()
         return cancelled
 
     # ---- ingest ----------------------------------------------------------------------------
@@ -220,10 +235,16 @@ class DeliveryEngine:
             if cfg is None:
                 wait = self._orphaned(ts, now)
             elif cfg.active:
-                wait = self._dispatch_ready(ts, cfg, now)
-                if ts.breaker.is_open(now) and now - ts.swept_at >= 1.0:
-                    ts.swept_at = now
-                    self._expire_behind_breaker(ts, cfg, now)
+                ep = self._endpoint(ts.tenant_id)
+                self._announce(ts, ep.check_expired(now, cfg.disable_after_seconds))
+                if ep.disabled:
+                    # Held: no attempt, no retry clock, no expiry; at most a probe now and then.
+                    wait = self._probe(ts, cfg, ep, now)
+                else:
+                    wait = self._dispatch_ready(ts, cfg, now)
+                    if ts.breaker.is_open(now) and now - ts.swept_at >= 1.0:
+                        ts.swept_at = now
+                        self._expire_behind_breaker(ts, cfg, now)
             timer = ts.next_timer(now)
             if timer is not None:
                 wait = timer if wait is None else min(wait, timer)
@@ -264,11 +285,39 @@ class DeliveryEngine:
                 cfg = self._config().tenants.get(ts.tenant_id)
                 if cfg is None or not cfg.active or ts.in_flight > cfg.max_in_flight:
                     return
+                if self._endpoint(ts.tenant_id).disabled:
+                    return
                 got = ts.claim(cfg, self._clock())
                 if not isinstance(got, tuple):
                     return  # the scheduler works out how long to wait
                 e, probe = got
         finally:
+            ts.in_flight -= 1
+            ts.wake.set()
+
+    def _probe(self, ts: TenantState, cfg: TenantConfig, ep: Endpoint, now: float) -> float | None:
+        """A disabled endpoint: send its oldest held event as a probe when one is due."""
+        due = ep.probe_due(now)
+        if due is None or due > 0:
+            return due
+        if ts.in_flight >= cfg.max_in_flight:
+            return None  # attempts started before it was disabled: their end wakes us
+        e = next((e for e in ts.pending.values() if e.claimable), None)
+        if e is None:
+            return None  # nothing held: a new event wakes us
+        ep.begin_probe(now, cfg.probe_interval_seconds)
+        e.state = "delivering"
+        ts.in_flight += 1
+        task = asyncio.create_task(self._probe_slot(ts, e, ep))
+        self._attempt_tasks.add(task)
+        task.add_done_callback(self._attempt_tasks.discard)
+        return cfg.probe_interval_seconds
+
+    async def _probe_slot(self, ts: TenantState, e: Entry, ep: Endpoint) -> None:
+        try:
+            await self._attempt(ts, e, 0, probe_held=True)
+        finally:
+            ep.end_probe()
             ts.in_flight -= 1
             ts.wake.set()
 
@@ -300,9 +349,9 @@ class DeliveryEngine:
 
     # ---- one attempt -----------------------------------------------------------------------
 
-    async def _attempt(self, ts: TenantState, e: Entry, probe: int) -> None:
+    async def _attempt(self, ts: TenantState, e: Entry, probe: int, *, probe_held: bool = False) -> None:
         try:
-            await self._attempt_inner(ts, e)
+            await self._attempt_inner(ts, e, probe_held)
         except asyncio.CancelledError:
             if e.state == "delivering":
                 e.back_in_line()  # shutting down: it stays pending in the journal
@@ -317,7 +366,8 @@ class DeliveryEngine:
         finally:
             ts.breaker.release(probe)
 
-    async def _attempt_inner(self, ts: TenantState, e: Entry) -> None:
+    async def _attempt_inner(self, ts: TenantState, e: Entry, probe_held: bool = False) -> None:
+        """One attempt. `probe_held`: a disabled endpoint's probe, which spends no retry."""
         cfg = self._config().tenants.get(e.tenant_id)
         if cfg is None:
             await self._to_dead(ts, e, "tenant removed")
@@ -330,6 +380,19 @@ class DeliveryEngine:
         log.debug("Tentativa %d para evento %s - Tenant: %s", n, e.event_id, e.tenant_id, extra=fields)
         out = await send(self._session, cfg, stored, e.event_id, self.egress)
         self._observe(ts, cfg, out)
+        # A probe is judged as if it were a first attempt: only a final answer settles the event.
+        verdict = decide(out, 0 if probe_held else n, cfg, self._rand)
+        if probe_held and verdict.kind == "retry":
+            log.info(
+                "Probe of disabled endpoint failed - Event: %s, Status: %s, Error: %s; it stays held",
+                e.event_id,
+                out.status if out.status is not None else "-",
+                out.error,
+                extra=fields,
+            )
+            e.back_in_line()
+            ts.schedule(e, None, self._clock())
+            return
         attempt = Attempt(
             attempt=n,
             at=rfc3339(started),
@@ -342,7 +405,6 @@ class DeliveryEngine:
         e.tries = n
         ts.counted_retry(e, n - 1)
         fields.update(status=out.status, duration_ms=round(out.duration * 1000, 1))
-        verdict = decide(out, n, cfg, self._rand)
         if verdict.kind == "delivered":
             self.journal.delivered_nowait(e.event_id)
             self._settle(ts, e, "delivered")
@@ -383,12 +445,14 @@ class DeliveryEngine:
         if out.kind in ("refused", "error"):
             return  # our own policy or an unusable event: says nothing of the endpoint's health
         br = ts.breaker
+        ep = self._endpoint(cfg.tenant_id)
+        now = self._clock()
         if out.ok or out.status == 410:
             br.success()
+            self._announce(ts, ep.succeeded(now) if out.ok else ep.gone(now))
             return
         cb = cfg.circuit_breaker
         policy = cfg.retry_policy
-        now = self._clock()
         cool = br.failure(now, cb.failure_threshold, policy.initial_delay_seconds, policy.max_delay_seconds, cb.enabled)
         if cool is not None:
             log.warning(
@@ -398,6 +462,74 @@ class DeliveryEngine:
                 br.failures,
                 extra={"tenant": cfg.tenant_id},
             )
+        self._announce(ts, ep.failed(now, cool is not None, cfg.disable_after_seconds))
+
+    # ---- endpoint lifecycle ----------------------------------------------------------------
+
+    def _endpoint(self, tenant_id: str) -> Endpoint:
+        ep = self.endpoints.get(tenant_id)
+        if ep is None:
+            ep = self.endpoints[tenant_id] = Endpoint(since=self._clock())
+        return ep
+
+    def _announce(self, ts: TenantState, change: Change | None) -> None:
+        """Act on an endpoint state change: log, persist, tell the operator, release or hold."""
+        if change is None:
+            return
+        tid = ts.tenant_id
+        level = logging.INFO if change.state == "enabled" else logging.WARNING
+        log.log(level, "Endpoint of tenant %s is now %s: %s", tid, change.state, change.reason, extra={"tenant": tid})
+        self._endpoint_file.changed()
+        self._notify(
+            f"endpoint.{change.state}",
+            tid,
+            {"state": change.state, "previous_state": change.previous, "reason": change.reason},
+        )
+        if change.state == "enabled" and change.previous == "disabled":
+            # The held backlog drains oldest first, with a fresh breaker and fresh rounds.
+            ts.breaker = Breaker()
+            ts.restart_held(self._clock())
+        ts.wake.set()
+
+    def _notify(self, kind: str, tenant_id: str | None, data: dict[str, Any]) -> None:
+        if self._ops is None:
+            return
+        try:
+            self._ops(kind, tenant_id, data)
+        except Exception:  # an operator notification must never disturb delivery
+            log.exception("could not queue operator event %s", kind)
+
+    def set_endpoint(self, tenant_id: str, enabled: bool) -> dict[str, Any]:
+        """The operator's enable / disable (SPEC §11)."""
+        ep = self._endpoint(tenant_id)
+        now = self._clock()
+        self._announce(self._tenant(tenant_id), ep.enable(now) if enabled else ep.disable(now))
+        return self.endpoint_view(tenant_id)
+
+    def endpoint_view(self, tenant_id: str) -> dict[str, Any]:
+        ep = self.endpoints.get(tenant_id) or Endpoint(since=self._clock())
+        return {
+            "endpoint_state": ep.state,
+            "endpoint_state_since": rfc3339(ep.since, millis=False),
+            "endpoint_state_reason": ep.reason,
+        }
+
+    def _endpoints_json(self) -> dict[str, Any]:
+        return {"version": 1, "endpoints": {tid: ep.to_json() for tid, ep in sorted(self.endpoints.items())}}
+
+    def _load_endpoints(self) -> None:
+        """Endpoint states live in `<data dir>/endpoints.json`, rewritten whole and atomically
+        on every change: they are per tenant, few and rarely change, unlike the per-event
+        journal records (which compaction would otherwise have to carry forward)."""
+        doc = self._endpoint_file.load()
+        rows = doc.get("endpoints") if isinstance(doc, dict) else None
+        if not isinstance(rows, dict):
+            return
+        now = self._clock()
+        for tid, row in rows.items():
+            if isinstance(tid, str) and isinstance(row, dict):
+                ep = self.endpoints[tid] = Endpoint.from_json(row)
+                ep.after_restart(now)
 
     # ---- settling --------------------------------------------------------------------------
 
@@ -416,6 +548,7 @@ class DeliveryEngine:
         ts.dead += 1
         ts.stats.failed += 1
         self.metrics.tenant(e.tenant_id).dead_lettered.inc()
+        self._notify("dead_letter.added", e.tenant_id, {"event_id": e.event_id, "reason": reason})
         log.error(
             "Webhook moved to dead-letter queue - Event: %s, Reason: %s",
             e.event_id,
@@ -449,9 +582,15 @@ class DeliveryEngine:
     def apply_config(self, snap: Snapshot) -> None:
         """Called after a new snapshot is in force. Removed tenants' pending events go to the DLQ;
         a removed tenant with nothing pending or dead is forgotten (state, task, series)."""
-        for tid in snap.tenants:
-            self._tenant(tid)
+        now = self._clock()
+        for tid, cfg in snap.tenants.items():
+            ts = self._tenant(tid)
             self.metrics.tenant(tid)
+            ep = self._endpoint(tid)
+            before = ep.base_url
+            self._announce(ts, ep.url_is(cfg.base_url, now))
+            if ep.base_url != before:
+                self._endpoint_file.changed()
         for ts in list(self.tenants.values()):
             if ts.tenant_id not in snap.tenants:
                 self._dead_letter_all(ts, "tenant removed")
@@ -466,6 +605,8 @@ class DeliveryEngine:
         if self.tenants.get(ts.tenant_id) is not ts:
             return True
         del self.tenants[ts.tenant_id]
+        if self.endpoints.pop(ts.tenant_id, None) is not None:
+            self._endpoint_file.changed()
         self.dead.drop_tenant_order(ts.tenant_id)
         if ts.task is not None and ts.task is not asyncio.current_task():
             ts.task.cancel()
@@ -582,6 +723,7 @@ class DeliveryEngine:
             "dead_letter_count": ts.dead,
             "avg_response_time_ms": round(st.response_ms_sum / st.responses, 3) if st.responses else 0.0,
             "circuit_open": ts.breaker.is_open(self._clock()),
+            **self.endpoint_view(tenant_id),
             "last_updated": rfc3339(self._clock(), millis=False),
         }
 
@@ -596,6 +738,7 @@ class DeliveryEngine:
                 dead=ts.dead,
                 oldest_pending_age=max(0.0, now - oldest.accepted_at) if oldest else 0.0,
                 circuit_open=ts.breaker.is_open(now),
+                endpoint_state=ep.state if (ep := self.endpoints.get(tid)) else "enabled",
             )
         return out
 

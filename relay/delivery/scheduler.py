@@ -102,6 +102,18 @@ class TenantState:
     def next_timer(self, now: float) -> float | None:
         return max(0.0, self.delayed[0][0] - now) if self.delayed else None
 
+    def restart_held(self, now: float) -> None:
+        """An endpoint is back: every pending event is due now, in arrival order, and starts a
+        fresh round (its retry clock stopped while it was held)."""
+        for q in self.ready:
+            for e in q:
+                e.in_ready = False
+            q.clear()
+        for e in self.pending.values():
+            if e.claimable:
+                e.round_at = now
+                self.schedule(e, None, now)
+
     def peek(self) -> Entry | None:
         """The next event to send (highest severity, then oldest), dropping stale slots."""
         for q in reversed(self.ready):
