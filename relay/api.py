@@ -15,8 +15,8 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from relay.config import ConfigError
-from relay.delivery import DeliveryEngine
+from relay.config import ConfigError, Snapshot
+from relay.delivery import DeliveryEngine, Entry
 from relay.errors import ApiError, ConfigRejected, ConfigWriteError, ConfigWriteFailed, TenantNotFound
 from relay.events import (
     SEVERITY_RANK,
@@ -472,18 +472,45 @@ async def handle_dead_letter(request: web.Request) -> web.Response:
             next_cursor = _make_cursor(*last_key)
             break
         last_key = key
-        items.append(
-            {
-                "event": st.engine.read_event(e.event_id),
-                "event_id": e.event_id,
-                "tenant_id": e.tenant_id,
-                "attempts": st.engine.attempts_of(e),
-                "failed_at": rfc3339(key[0]),
-                "failure_reason": e.dead_reason,
-                "can_retry": e.tenant_id in snap.tenants,
-            }
-        )
+        items.append(_dead_item(st, e, snap))
     return json_response({"items": items, "next_cursor": next_cursor})
+
+
+def _dead_item(st: AppState, e: Entry, snap: Snapshot) -> dict[str, Any]:
+    """One dead letter as `GET /dead-letter` lists it (and `GET /dead-letter/{event_id}` shows it)."""
+    return {
+        "event": st.engine.read_event(e.event_id),
+        "event_id": e.event_id,
+        "tenant_id": e.tenant_id,
+        "attempts": st.engine.attempts_of(e),
+        "failed_at": rfc3339(e.failed_at or 0.0),
+        "failure_reason": e.dead_reason,
+        "can_retry": e.tenant_id in snap.tenants,
+    }
+
+
+def _not_dead(st: AppState, event_id: str) -> ApiError:
+    """404 not_dead_lettered, saying where the event is instead (a delivered one is the common case)."""
+    view = st.engine.event_view(event_id)
+    if view is None:
+        return ApiError(404, "not_dead_lettered", f"event {event_id!r} is not in the dead-letter queue")
+    status = view["status"]
+    return ApiError(
+        404,
+        "not_dead_lettered",
+        f"event {event_id!r} is {status}, not in the dead-letter queue"
+        + ("; a delivered event is not retried" if status == "delivered" else ""),
+        {"status": status},
+    )
+
+
+async def handle_dead_letter_one(request: web.Request) -> web.Response:
+    st = request.app[STATE]
+    event_id = request.match_info["event_id"]
+    e = st.engine.dead_entry(event_id)
+    if e is None:
+        raise _not_dead(st, event_id)
+    return json_response(_dead_item(st, e, st.config.snapshot))
 
 
 async def handle_retry(request: web.Request) -> web.Response:
@@ -491,7 +518,7 @@ async def handle_retry(request: web.Request) -> web.Response:
     event_id = request.match_info["event_id"]
     e = st.engine.dead_entry(event_id)
     if e is None:
-        raise ApiError(404, "not_dead_lettered", f"event {event_id!r} is not in the dead-letter queue")
+        raise _not_dead(st, event_id)
     if e.tenant_id not in st.config.snapshot.tenants:
         raise ApiError(409, "tenant_not_found", f"tenant {e.tenant_id!r} is not configured; configure it first")
     await st.engine.requeue(event_id)
@@ -518,7 +545,7 @@ async def handle_purge_one(request: web.Request) -> web.Response:
     st = request.app[STATE]
     event_id = request.match_info["event_id"]
     if not await st.engine.purge(event_id):
-        raise ApiError(404, "not_dead_lettered", f"event {event_id!r} is not in the dead-letter queue")
+        raise _not_dead(st, event_id)
     return web.Response(status=204)
 
 
@@ -598,6 +625,7 @@ def make_app(state: AppState) -> web.Application:
             web.get("/api/v1/webhooks/dead-letter", handle_dead_letter),
             web.delete("/api/v1/webhooks/dead-letter", handle_purge),
             web.post("/api/v1/webhooks/dead-letter/retry", handle_retry_all),
+            web.get("/api/v1/webhooks/dead-letter/{event_id}", handle_dead_letter_one),
             web.delete("/api/v1/webhooks/dead-letter/{event_id}", handle_purge_one),
             web.post("/api/v1/webhooks/retry/{event_id}", handle_retry),
             web.get("/api/v1/webhooks/events/{event_id}", handle_event),

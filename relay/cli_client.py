@@ -1,11 +1,13 @@
-"""Client commands of the CLI: `send` and `dlq list|retry|retry-all|purge`, against a running daemon.
+"""Client commands of the CLI: `send`, `event get` and `dlq list|show|retry|delete|retry-all|purge`,
+against a running daemon.
 
 `relay.cli` calls `register(sub)`; every handler returns an exit code:
 0 ok; 1 the API answered an error (`error: <code>: <message>` on stderr); 2 a usage error or the
 daemon cannot be reached.
 
 Where the daemon is: `--url URL` (default `$HOOKRELAY_URL`, else `http://127.0.0.1:8787`) or
-`--unix-socket PATH`; the ingest token: `--token` (default `$HOOKRELAY_INGEST_TOKEN`).
+`--unix-socket PATH`; the ingest token: `--token`, `--token-file` (default `$HOOKRELAY_INGEST_TOKEN`,
+then `$HOOKRELAY_INGEST_TOKEN_FILE`).
 """
 
 from __future__ import annotations
@@ -40,16 +42,42 @@ def _add_connection_args(p: argparse.ArgumentParser) -> None:
         help=f"the daemon's base URL (default: $HOOKRELAY_URL or {DEFAULT_URL})",
     )
     where.add_argument("--unix-socket", default=None, metavar="PATH", help="the daemon's --unix-socket")
-    p.add_argument(
+    token = p.add_mutually_exclusive_group()
+    token.add_argument(
         "--token",
         default=None,
         help="ingest token, sent as Authorization: Bearer (default: $HOOKRELAY_INGEST_TOKEN)",
     )
+    token.add_argument(
+        "--token-file",
+        default=None,
+        metavar="PATH",
+        help="read the ingest token from a file (default: $HOOKRELAY_INGEST_TOKEN_FILE)",
+    )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
+def _token(ns: argparse.Namespace) -> str | None:
+    """--token, --token-file, $HOOKRELAY_INGEST_TOKEN, $HOOKRELAY_INGEST_TOKEN_FILE: the first given."""
+    from relay.settings import read_secret_file
+
+    if ns.token is not None:
+        return str(ns.token) or None
+    path = ns.token_file
+    if path is None:
+        if env := os.environ.get("HOOKRELAY_INGEST_TOKEN"):
+            return env
+        path = os.environ.get("HOOKRELAY_INGEST_TOKEN_FILE") or None
+    if path is None:
+        return None
+    try:
+        return read_secret_file(path, "--token-file")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _client(ns: argparse.Namespace) -> RelayClient:
-    token = ns.token if ns.token is not None else os.environ.get("HOOKRELAY_INGEST_TOKEN") or None
+    token = _token(ns)
     if ns.unix_socket:
         return RelayClient(unix_socket=ns.unix_socket, token=token)
     url = ns.url or os.environ.get("HOOKRELAY_URL") or DEFAULT_URL
@@ -161,14 +189,51 @@ def _row(item: dict[str, Any]) -> list[str]:
     ]
 
 
-def _table(rows: list[list[str]]) -> str:
-    header = ["EVENT ID", "TENANT", "TYPE", "ATTEMPTS", "FAILED AT", "REASON"]
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """Aligned columns; the last one (a reason, an error) is left ragged."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
     lines = []
     for r in [header, *rows]:
         cells = [c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)]
         lines.append("  ".join([*cells, r[-1]]).rstrip())
     return "\n".join(lines)
+
+
+DLQ_HEADER = ["EVENT ID", "TENANT", "TYPE", "ATTEMPTS", "FAILED AT", "REASON"]
+ATTEMPT_HEADER = ["#", "AT", "STATUS", "MS", "ERROR"]
+
+
+def _attempts_table(attempts: Any) -> str:
+    if not isinstance(attempts, list) or not attempts:
+        return "no attempts yet"
+    rows = []
+    for a in attempts:
+        if not isinstance(a, dict):
+            continue
+        code = a.get("status_code")
+        rows.append(
+            [
+                str(a.get("attempt", "?")),
+                str(a.get("at", "?")),
+                str(code) if code is not None else "-",
+                f"{a['duration_ms']:g}" if isinstance(a.get("duration_ms"), int | float) else "?",
+                str(a.get("error") or ""),
+            ]
+        )
+    return _table(ATTEMPT_HEADER, rows)
+
+
+def _cmd_event_get(ns: argparse.Namespace) -> int:
+    def body(client: RelayClient) -> int:
+        view = client.event(ns.event_id)
+        if ns.json:
+            _print_json(view)
+            return EXIT_OK
+        print(f"{view.get('event_id', ns.event_id)}  tenant {view.get('tenant_id')}  status {view.get('status')}")
+        print(_attempts_table(view.get("attempts")))
+        return EXIT_OK
+
+    return _run(ns, body)
 
 
 def _cmd_dlq_list(ns: argparse.Namespace) -> int:
@@ -180,8 +245,30 @@ def _cmd_dlq_list(ns: argparse.Namespace) -> int:
             scope = f" for tenant {ns.tenant}" if ns.tenant else ""
             print(f"no dead letters{scope}")
         else:
-            print(_table([_row(i) for i in items]))
+            print(_table(DLQ_HEADER, [_row(i) for i in items]))
             print(f"{len(items)} dead letter(s)")
+        return EXIT_OK
+
+    return _run(ns, body)
+
+
+def _cmd_dlq_show(ns: argparse.Namespace) -> int:
+    def body(client: RelayClient) -> int:
+        item = client.dead_letter(ns.event_id)
+        if ns.json:
+            _print_json(item)
+            return EXIT_OK
+        event = item.get("event") if isinstance(item.get("event"), dict) else {}
+        assert isinstance(event, dict)
+        print(f"event:    {item.get('event_id', ns.event_id)}")
+        print(f"tenant:   {item.get('tenant_id')}")
+        print(f"type:     {event.get('event_type', '?')}")
+        print(f"failed:   {item.get('failed_at')}: {item.get('failure_reason')}")
+        retry = "yes" if item.get("can_retry") else "no (its tenant is not configured)"
+        print(f"can retry: {retry}")
+        print(_attempts_table(item.get("attempts")))
+        print("envelope:")
+        print(json.dumps(event, indent=2))
         return EXIT_OK
 
     return _run(ns, body)
@@ -199,13 +286,47 @@ def _cmd_dlq_retry(ns: argparse.Namespace) -> int:
     return _run(ns, body)
 
 
+def _cmd_dlq_delete(ns: argparse.Namespace) -> int:
+    def body(client: RelayClient) -> int:
+        client.delete_dead_letter(ns.event_id)
+        if ns.json:
+            _print_json({"purged": 1, "event_id": ns.event_id})
+        else:
+            print(f"deleted {ns.event_id}")
+        return EXIT_OK
+
+    return _run(ns, body)
+
+
+def _scope(ns: argparse.Namespace) -> str | None:
+    """The tenant to act on, or None for all; acting on all needs --all, said out loud."""
+    if ns.tenant is None and not ns.all:
+        raise UsageError("name the dead letters: --tenant T, or --all for every tenant's")
+    return str(ns.tenant) if ns.tenant else None
+
+
+def _dry_run(client: RelayClient, ns: argparse.Namespace, tenant: str | None, verb: str) -> int:
+    items = client.dead_letters(tenant)
+    if ns.json:
+        _print_json({"dry_run": True, "matched": len(items), "event_ids": [i.get("event_id") for i in items]})
+        return EXIT_OK
+    if items:
+        print(_table(DLQ_HEADER, [_row(i) for i in items]))
+    scope = f" of tenant {tenant}" if tenant else ""
+    print(f"would {verb} {len(items)} dead letter(s){scope} (dry run: nothing changed)")
+    return EXIT_OK
+
+
 def _cmd_dlq_retry_all(ns: argparse.Namespace) -> int:
     def body(client: RelayClient) -> int:
-        n = client.retry_all(ns.tenant)
+        tenant = _scope(ns)
+        if ns.dry_run:
+            return _dry_run(client, ns, tenant, "requeue")
+        n = client.retry_all(tenant)
         if ns.json:
             _print_json({"requeued": n})
         else:
-            scope = f" of tenant {ns.tenant}" if ns.tenant else ""
+            scope = f" of tenant {tenant}" if tenant else ""
             print(f"requeued {n} dead letter(s){scope}")
         return EXIT_OK
 
@@ -214,11 +335,18 @@ def _cmd_dlq_retry_all(ns: argparse.Namespace) -> int:
 
 def _cmd_dlq_purge(ns: argparse.Namespace) -> int:
     def body(client: RelayClient) -> int:
-        n = client.purge(ns.tenant)
+        tenant = _scope(ns)
+        if ns.dry_run:
+            return _dry_run(client, ns, tenant, "delete")
+        if not ns.yes:
+            n = len(client.dead_letters(tenant))
+            scope = f" of tenant {tenant}" if tenant else " (every tenant's)"
+            raise UsageError(f"this deletes {n} dead letter(s){scope} for good: add --yes, or --dry-run to list them")
+        n = client.purge(tenant)
         if ns.json:
             _print_json({"purged": n})
         else:
-            scope = f" of tenant {ns.tenant}" if ns.tenant else ""
+            scope = f" of tenant {tenant}" if tenant else ""
             print(f"purged {n} dead letter(s){scope}")
         return EXIT_OK
 
@@ -256,8 +384,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add_connection_args(send)
     send.set_defaults(func=_cmd_send)
 
+    ev = sub.add_parser("event", help="look up an event of a running daemon")
+    esub = ev.add_subparsers(dest="event_command", metavar="ACTION")
+    eg = esub.add_parser("get", help="status and attempts of an event")
+    eg.add_argument("event_id", metavar="EVENT_ID")
+    _add_connection_args(eg)
+    eg.set_defaults(func=_cmd_event_get)
+    ev.set_defaults(func=_usage(ev))
+
     dlq = sub.add_parser("dlq", help="inspect and replay the dead-letter queue of a running daemon")
-    dsub = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+    dsub = dlq.add_subparsers(dest="dlq_command", metavar="ACTION")
+    dlq.set_defaults(func=_usage(dlq))
 
     ls = dsub.add_parser("list", help="list dead letters, oldest first")
     ls.add_argument("--tenant", help="only this tenant's")
@@ -267,17 +404,45 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add_connection_args(ls)
     ls.set_defaults(func=_cmd_dlq_list)
 
+    sh = dsub.add_parser("show", help="one dead letter: reason, every attempt, the envelope")
+    sh.add_argument("event_id", metavar="EVENT_ID")
+    _add_connection_args(sh)
+    sh.set_defaults(func=_cmd_dlq_show)
+
     rt = dsub.add_parser("retry", help="requeue one dead letter")
     rt.add_argument("event_id", metavar="EVENT_ID")
     _add_connection_args(rt)
     rt.set_defaults(func=_cmd_dlq_retry)
 
-    ra = dsub.add_parser("retry-all", help="requeue every dead letter (of one tenant)")
-    ra.add_argument("--tenant", help="only this tenant's")
+    dl = dsub.add_parser("delete", help="delete one dead letter")
+    dl.add_argument("event_id", metavar="EVENT_ID")
+    _add_connection_args(dl)
+    dl.set_defaults(func=_cmd_dlq_delete)
+
+    ra = dsub.add_parser("retry-all", help="requeue every dead letter of one tenant (--tenant) or all (--all)")
+    _add_scope_args(ra)
     _add_connection_args(ra)
     ra.set_defaults(func=_cmd_dlq_retry_all)
 
-    pg = dsub.add_parser("purge", help="delete every dead letter (of one tenant)")
-    pg.add_argument("--tenant", help="only this tenant's")
+    pg = dsub.add_parser("purge", help="delete every dead letter of one tenant (--tenant) or all (--all); needs --yes")
+    _add_scope_args(pg)
+    pg.add_argument("--yes", action="store_true", help="really delete (without it, purge only says what it would do)")
     _add_connection_args(pg)
     pg.set_defaults(func=_cmd_dlq_purge)
+
+
+def _add_scope_args(p: argparse.ArgumentParser) -> None:
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("--tenant", help="only this tenant's")
+    scope.add_argument("--all", action="store_true", help="every tenant's")
+    p.add_argument("--dry-run", action="store_true", help="list what would be done, change nothing")
+
+
+def _usage(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    """`hookrelay dlq` alone: print the actions (help) on stderr, exit 2."""
+
+    def show(ns: argparse.Namespace) -> int:
+        p.print_help(sys.stderr)
+        return EXIT_USAGE
+
+    return show

@@ -49,6 +49,7 @@ __all__ = [
     "AsyncRelayClient",
     "RelayClient",
     "RelayError",
+    "SendResult",
     "WebhookEvent",
     "new_event_id",
 ]
@@ -83,6 +84,43 @@ class RelayError(Exception):
     def connection_failed(self) -> bool:
         """True when the daemon could not be reached or did not answer (no HTTP status)."""
         return self.status is None
+
+
+class SendResult(str):
+    """What `send()` returns: the event id — a `str`, usable wherever the id was — that also says
+    what the daemon did with the event.
+
+    `.status`: `"queued"` (journaled, will be delivered), `"filtered"` (no `enabled_events` pattern
+    of the tenant matches: nothing will be delivered), or, for a duplicate, the earlier event's
+    current status (`"queued"`, `"delivering"`, `"retrying"`, `"delivered"`, `"dead"`).
+    `.duplicate`: True when this `event_id` had been accepted before (nothing new was queued).
+    """
+
+    status: str
+    duplicate: bool
+
+    def __new__(cls, event_id: str, status: str, duplicate: bool = False) -> SendResult:
+        obj = super().__new__(cls, event_id)
+        obj.status = status
+        obj.duplicate = duplicate
+        return obj
+
+    @classmethod
+    def from_answer(cls, answer: Mapping[str, Any]) -> SendResult:
+        return cls(str(answer["event_id"]), str(answer.get("status", "queued")), bool(answer.get("duplicate")))
+
+    @property
+    def event_id(self) -> str:
+        return str(self)
+
+    @property
+    def filtered(self) -> bool:
+        return self.status == "filtered"
+
+    @property
+    def queued(self) -> bool:
+        """True when this call queued a new event (not filtered, not a duplicate)."""
+        return self.status == "queued" and not self.duplicate
 
 
 # ---- the event builder ---------------------------------------------------------------------
@@ -371,8 +409,9 @@ class RelayClient:
         severity: str | None = None,
         context: Mapping[str, str] | None = None,
         event_id: str | None = None,
-    ) -> str:
-        """Publish one event; return its event id (also for `filtered` and duplicate answers)."""
+    ) -> SendResult:
+        """Publish one event; return its event id, a `SendResult` (a `str` with `.status` and
+        `.duplicate`: a `filtered` or duplicate answer returns the id too)."""
         answer = self.send_result(
             tenant_id,
             event_type,
@@ -383,7 +422,7 @@ class RelayClient:
             context=context,
             event_id=event_id,
         )
-        return str(answer["event_id"])
+        return SendResult.from_answer(answer)
 
     def send_result(
         self,
@@ -410,9 +449,9 @@ class RelayClient:
         )
         return self._send_body(body)
 
-    def send_event(self, event: WebhookEvent) -> str:
-        """Publish an event made with the `WebhookEvent` builder; return its event id."""
-        return str(self._send_body(event.to_dict())["event_id"])
+    def send_event(self, event: WebhookEvent) -> SendResult:
+        """Publish an event made with the `WebhookEvent` builder; return its id as a `SendResult`."""
+        return SendResult.from_answer(self._send_body(event.to_dict()))
 
     def _send_body(self, body: Mapping[str, Any]) -> dict[str, Any]:
         answer: dict[str, Any] = self._request("POST", f"{API}/send", _with_event_id(body))
@@ -453,6 +492,11 @@ class RelayClient:
         Each item: `{"event": {...}, "attempts": [...], "failed_at", "failure_reason", "can_retry"}`.
         """
         return list(self.iter_dead_letters(tenant_id, limit))
+
+    def dead_letter(self, event_id: str) -> dict[str, Any]:
+        """One dead letter, as `dead_letters` lists it (RelayError `not_dead_lettered` if it is not one)."""
+        answer: dict[str, Any] = self._request("GET", f"{API}/dead-letter/{_seg(event_id)}")
+        return answer
 
     def retry(self, event_id: str) -> dict[str, Any]:
         """Requeue one dead letter (RelayError `not_dead_lettered` if it is not in the queue)."""
@@ -601,8 +645,8 @@ class AsyncRelayClient:
         severity: str | None = None,
         context: Mapping[str, str] | None = None,
         event_id: str | None = None,
-    ) -> str:
-        """Publish one event; return its event id (also for `filtered` and duplicate answers)."""
+    ) -> SendResult:
+        """Publish one event; return its event id as a `SendResult` (see `RelayClient.send`)."""
         answer = await self.send_result(
             tenant_id,
             event_type,
@@ -613,7 +657,7 @@ class AsyncRelayClient:
             context=context,
             event_id=event_id,
         )
-        return str(answer["event_id"])
+        return SendResult.from_answer(answer)
 
     async def send_result(
         self,
@@ -639,8 +683,8 @@ class AsyncRelayClient:
         )
         return await self._send_body(body)
 
-    async def send_event(self, event: WebhookEvent) -> str:
-        return str((await self._send_body(event.to_dict()))["event_id"])
+    async def send_event(self, event: WebhookEvent) -> SendResult:
+        return SendResult.from_answer(await self._send_body(event.to_dict()))
 
     async def _send_body(self, body: Mapping[str, Any]) -> dict[str, Any]:
         answer: dict[str, Any] = await self._request("POST", f"{API}/send", _with_event_id(body))
@@ -668,6 +712,10 @@ class AsyncRelayClient:
             cursor = page.get("next_cursor")
             if not cursor:
                 return items
+
+    async def dead_letter(self, event_id: str) -> dict[str, Any]:
+        answer: dict[str, Any] = await self._request("GET", f"{API}/dead-letter/{_seg(event_id)}")
+        return answer
 
     async def retry(self, event_id: str) -> dict[str, Any]:
         answer: dict[str, Any] = await self._request("POST", f"{API}/retry/{_seg(event_id)}", idempotent=False)

@@ -48,6 +48,7 @@ from relay.tls import load as load_tls
 from relay.urls import host_problem, userinfo_clash
 
 __all__ = [
+    "UNSET_HINT",
     "AuthConfig",
     "CircuitBreakerConfig",
     "ConfigError",
@@ -71,6 +72,9 @@ _TENANT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # RFC 9110 token characters: anything else in a header name is rejected by HTTP stacks.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _SENSITIVE_HEADER = re.compile(r"authorization|token|secret|key|cookie|passw|signature", re.IGNORECASE)
+# hookrelay reads its environment once, at start: a tenant file with a new ${VAR} loads only after
+# the variable is set *and* the daemon restarted, which the error should say.
+UNSET_HINT = " (hookrelay reads variables at start-up: a new one needs a restart)"
 _VAR_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
 # Bounds on the raw YAML walk: YAML aliases can build cycles or exponentially large trees
 # ("billion laughs"); a real tenant mapping is three levels deep and a few dozen nodes.
@@ -248,6 +252,8 @@ class Snapshot:
     # sha256 over (name, content) of every file read, secret files included, so a periodic rescan
     # notices a rotated Secret as well as an edited YAML file.
     digest: str
+    # With `allow_unset_env`: one line per unset ${VAR} (and per check it kept from being made).
+    notes: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,17 +325,34 @@ def _msgspec_problem(field: str, exc: msgspec.ValidationError) -> tuple[str, str
 
 
 class _Problems:
-    """Collects `<source>: <prefix.path>: <message>` lines."""
+    """Collects `<source>: <prefix.path>: <message>` lines.
 
-    def __init__(self, source: str, prefix: str = "") -> None:
+    `unset` is None when an unset `${VAR}` is an error (the daemon). A set (check-config
+    --allow-unset-env) means unset variables are placeholders: their key paths are collected there,
+    and a problem found at one of those paths goes to `notes` instead of `lines`, since it is about
+    the placeholder, not the value the real environment will give.
+    """
+
+    def __init__(self, source: str, prefix: str = "", unset: set[str] | None = None) -> None:
         self.source = source
         self.prefix = prefix
         self.lines: list[str] = []
+        self.notes: list[str] = []
+        self.unset = unset
 
-    def add(self, path: str, message: str) -> None:
+    def _line(self, path: str, message: str) -> str:
         if self.prefix:
             path = f"{self.prefix}.{path}" if path else self.prefix
-        self.lines.append(f"{self.source}: {path}: {message}" if path else f"{self.source}: {message}")
+        return f"{self.source}: {path}: {message}" if path else f"{self.source}: {message}"
+
+    def add(self, path: str, message: str) -> None:
+        if self.unset and any(path == u or path.startswith((u + ".", u + "[")) for u in self.unset):
+            self.notes.append(self._line(path, f"not checked, it uses an unset variable ({message})"))
+            return
+        self.lines.append(self._line(path, message))
+
+    def note(self, path: str, message: str) -> None:
+        self.notes.append(self._line(path, message))
 
 
 class _Budget:
@@ -352,7 +375,14 @@ def _interpolate_str(text: str, env: Mapping[str, str], path: str, problems: _Pr
             problems.add(path, "malformed ${...} reference (use ${NAME}, or $${ for a literal ${)")
             out.append(token)
         elif (value := env.get(m.group(1))) is None:
-            problems.add(path, f"environment variable {m.group(1)} is not set")
+            if problems.unset is not None:
+                problems.unset.add(path)
+                problems.note(path, f"environment variable {m.group(1)} is not set (placeholder used)")
+            else:
+                problems.add(
+                    path,
+                    f"environment variable {m.group(1)} is not set{UNSET_HINT}",
+                )
             out.append(token)  # keeps later checks (e.g. "must not be empty") from piling on
         else:
             out.append(value)
@@ -425,7 +455,7 @@ def _parse_tenant(
     prefix: str = "",
 ) -> TenantConfig | None:
     """Validate one tenant mapping; problems go to `problems` with key paths under `prefix`."""
-    sub = _Problems(problems.source, prefix)
+    sub = _Problems(problems.source, prefix, None if problems.unset is None else set())
     try:
         result = _parse_tenant_inner(data, sub, env, base_dir, files)
     except _TooLarge as exc:
@@ -439,6 +469,7 @@ def _parse_tenant(
         sub.add("", "nested too deeply")
         result = None
     problems.lines.extend(sub.lines)
+    problems.notes.extend(sub.notes)
     return result if not sub.lines else None
 
 
@@ -449,6 +480,7 @@ def _parse_tenant_inner(
         problems.add("", f"expected a mapping (one tenant), got {_type_name(data)}")
         return None
     data = _interpolate(data, env, "", problems, _Budget())
+    _normalise_auth_type(data)
 
     if "secret_key" in data and "secret_key_file" in data:
         problems.add("secret_key", "give either secret_key or secret_key_file, not both")
@@ -521,6 +553,17 @@ def _parse_tenant_inner(
     if ctx is not None:
         attach(tenant, ctx)
     return tenant
+
+
+_AUTH_TYPES = {name.lower(): name for name in ("Bearer", "ApiKey", "Basic")}
+
+
+def _normalise_auth_type(data: dict[Any, Any]) -> None:
+    """`auth_type: bearer` means Bearer: HTTP auth schemes are case-insensitive (RFC 9110 §11.1),
+    and refusing a spelling of a name that is not ambiguous only costs a failed deploy."""
+    auth = data.get("auth_config")
+    if isinstance(auth, dict) and isinstance(kind := auth.get("auth_type"), str):
+        auth["auth_type"] = _AUTH_TYPES.get(kind.lower(), kind)
 
 
 def _finite(problems: _Problems, path: str, value: float | None, low: float, strict: bool = False) -> None:
@@ -715,13 +758,25 @@ def _load_yaml(text: str, name: str) -> tuple[Any, str | None]:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         what = exc.problem or exc.context or "invalid YAML"
-        return None, f"{name}: {where}YAML error: {what}"
+        return None, f"{name}: {where}YAML error: {what}{_flow_hint(text, mark)}"
     except yaml.YAMLError as exc:
         return None, f"{name}: YAML error: {type(exc).__name__}"
     except RecursionError:
         return None, f"{name}: YAML error: nested too deeply"
     except (ValueError, TypeError, OverflowError) as exc:  # e.g. a timestamp like 2024-13-45
         return None, f"{name}: YAML error: invalid value ({str(exc)[:100]})"
+
+
+def _flow_hint(text: str, mark: Any) -> str:
+    """A hint for the commonest YAML mistake in a tenant file: `{token: ${VAR}}`. Inside a flow
+    collection (`{...}` or `[...]`) the braces of `${VAR}` are YAML syntax, not text."""
+    if mark is None:
+        return ""
+    lines = text.splitlines()
+    line = lines[mark.line] if 0 <= mark.line < len(lines) else ""
+    if "${" in line and ("{" in line.split("${", 1)[0] or "[" in line.split("${", 1)[0]):
+        return ' (a ${VAR} inside {...} or [...] must be quoted, "${VAR}", or use block style)'
+    return ""
 
 
 def _tenants_in(doc: Any, problems: _Problems) -> Iterator[tuple[str, Any]]:
@@ -760,11 +815,12 @@ def _config_files(path: Path) -> list[Path]:
     return sorted(files)
 
 
-def load_path(path: Path, env: Mapping[str, str] | None = None) -> Snapshot:
+def load_path(path: Path, env: Mapping[str, str] | None = None, *, allow_unset_env: bool = False) -> Snapshot:
     """Read a config directory (its `*.yaml`/`*.yml`, not recursive) or one file.
 
     Raises ConfigError listing every problem in every file; an empty directory is a valid,
-    empty configuration.
+    empty configuration. `allow_unset_env` (check-config only, never the daemon): an unset
+    `${VAR}` is a placeholder reported in `Snapshot.notes`, not an error.
     """
     environ: Mapping[str, str] = os.environ if env is None else env
     path = Path(path)
@@ -784,6 +840,7 @@ def load_path(path: Path, env: Mapping[str, str] | None = None) -> Snapshot:
     tenants: dict[str, TenantConfig] = {}
     sources: dict[str, Path] = {}
     where: dict[str, str] = {}  # tenant_id -> file name, for duplicate messages
+    notes: list[str] = []
     for file in files:
         name = str(file)
         try:
@@ -803,7 +860,7 @@ def load_path(path: Path, env: Mapping[str, str] | None = None) -> Snapshot:
         if problem is not None:
             lines.append(problem)
             continue
-        problems = _Problems(name)
+        problems = _Problems(name, unset=set() if allow_unset_env else None)
         for prefix, item in _tenants_in(doc, problems):
             tenant = _parse_tenant(item, problems, environ, file.parent, contents, prefix)
             if tenant is None:
@@ -818,6 +875,7 @@ def load_path(path: Path, env: Mapping[str, str] | None = None) -> Snapshot:
             tenants[tenant.tenant_id] = tenant
             sources[tenant.tenant_id] = file
         lines.extend(problems.lines)
+        notes.extend(problems.notes)
 
     if lines:
         raise ConfigError(lines)
@@ -830,6 +888,7 @@ def load_path(path: Path, env: Mapping[str, str] | None = None) -> Snapshot:
         tenants=types.MappingProxyType(tenants),
         sources=types.MappingProxyType(sources),
         digest=digest.hexdigest(),
+        notes=tuple(notes),
     )
 
 

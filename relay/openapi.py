@@ -417,12 +417,18 @@ def document() -> dict[str, Any]:
             }
         },
         P + "/dead-letter/{event_id}": {
+            "get": {
+                "summary": "One dead letter (extension)",
+                "operationId": "getDeadLetter",
+                "parameters": [_path_param("event_id")],
+                "responses": {"200": _json(_ref("DeadLetter"), "the dead letter"), "404": _err("not dead-lettered")},
+            },
             "delete": {
                 "summary": "Purge one dead letter (extension)",
                 "operationId": "purgeDeadLetter",
                 "parameters": [_path_param("event_id")],
                 "responses": {"204": {"description": "purged"}, "404": _err("not dead-lettered")},
-            }
+            },
         },
         P + "/retry/{event_id}": {
             "post": {

@@ -53,6 +53,23 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
+def read_secret_file(path: str, flag: str) -> str:
+    """The secret in `path` (trailing newline stripped), for the `*-file` flags.
+
+    A secret on the command line is visible in `ps` and kept in shell history; a file (a
+    Kubernetes Secret volume, a `chmod 600` file) is not. Raises ValueError naming the flag.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ValueError(f"{flag}: cannot read {path}: {reason}") from None
+    secret = text.rstrip("\r\n")
+    if not secret:
+        raise ValueError(f"{flag}: {path} is empty")
+    return secret
+
+
 def parse_hostport(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -89,7 +106,14 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--log-format", default=_env("log_format") or d.log_format, choices=["text", "json"])
     p.add_argument("--read-only-config", action="store_true", default=_env_bool("read_only_config"))
-    p.add_argument("--ingest-token", default=_env("ingest_token"), help="Bearer token required by the API")
+    token = p.add_mutually_exclusive_group()
+    token.add_argument("--ingest-token", default=_env("ingest_token"), help="Bearer token required by the API")
+    token.add_argument(
+        "--ingest-token-file",
+        default=_env("ingest_token_file"),
+        metavar="PATH",
+        help="read the ingest token from this file (keeps it out of ps and shell history)",
+    )
     p.add_argument("--fsync", default=_env("fsync") or d.fsync, choices=["always", "batch", "never"])
     p.add_argument("--max-body-bytes", default=_env("max_body_bytes") or str(d.max_body_bytes))
     p.add_argument("--shutdown-grace", default=_env("shutdown_grace") or str(d.shutdown_grace))
@@ -132,6 +156,26 @@ def _add_journal_arguments(p: argparse.ArgumentParser, d: Settings) -> None:
         default=_env("compact_interval") or str(d.compact_interval),
         help="seconds between journal compactions (extension)",
     )
+
+
+def _ingest_token(ns: argparse.Namespace, problems: list[str]) -> str | None:
+    """--ingest-token or --ingest-token-file (argparse refuses both); a flag wins over a variable."""
+    token, path = ns.ingest_token or None, ns.ingest_token_file or None
+    token_is_flag = token is not None and token != _env("ingest_token")
+    path_is_flag = path is not None and path != _env("ingest_token_file")
+    if token is not None and path is not None:
+        if token_is_flag == path_is_flag:  # both from the environment
+            problems.append("set either HOOKRELAY_INGEST_TOKEN or HOOKRELAY_INGEST_TOKEN_FILE, not both")
+            return None
+        if token_is_flag:
+            return str(token)
+    if path is None:
+        return token
+    try:
+        return read_secret_file(path, "--ingest-token-file")
+    except ValueError as exc:
+        problems.append(str(exc))
+        return None
 
 
 def settings_from_args(ns: argparse.Namespace) -> Settings:
@@ -177,7 +221,7 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         log_level=ns.log_level,
         log_format=ns.log_format,
         read_only_config=ns.read_only_config,
-        ingest_token=ns.ingest_token or None,
+        ingest_token=_ingest_token(ns, problems),
         fsync=ns.fsync,
         max_body_bytes=int(num("max-body-bytes", ns.max_body_bytes, int, 1)),
         shutdown_grace=num("shutdown-grace", ns.shutdown_grace, float, 0),
@@ -192,6 +236,15 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         if ns.max_journal_bytes
         else None,
     )
+    if not s.config.exists():
+        # The commonest first-run mistake is starting from another directory: say where the
+        # default points and how to change it, rather than only "config: no such file".
+        default = (
+            "" if ns.config != str(Settings().config) else " (the default, ./config, relative to the working directory)"
+        )
+        problems.append(
+            f"--config {ns.config}: no such file or directory{default}; pass --config PATH or set HOOKRELAY_CONFIG"
+        )
     if not problems and not s.ingest_token and not is_loopback(parse_hostport(s.listen)[0]):
         problems.append(
             f"--listen {s.listen} is not a loopback address: set --ingest-token (or HOOKRELAY_INGEST_TOKEN)"

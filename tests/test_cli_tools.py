@@ -155,7 +155,7 @@ def test_unreachable_daemon_exits_2() -> None:
     assert url in r.stderr
     r = hookrelay("dlq", "list", "--url", url)
     assert r.returncode == 2
-    r = hookrelay("dlq", "purge", "--unix-socket", "/nonexistent/hookrelay.sock")
+    r = hookrelay("dlq", "purge", "--all", "--yes", "--unix-socket", "/nonexistent/hookrelay.sock")
     assert r.returncode == 2
     assert "/nonexistent/hookrelay.sock" in r.stderr
     assert time.monotonic() - t0 < 15
@@ -245,22 +245,177 @@ def test_dlq_list_retry_retry_all_purge(daemon: Daemon, cli_sink: Sink) -> None:
     for eid in ids:
         daemon.wait_status(eid, "dead")
 
-    r = hookrelay("dlq", "purge", "--tenant", "broken", *url)
+    r = hookrelay("dlq", "purge", "--tenant", "broken", "--yes", *url)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "purged 2 dead letter(s) of tenant broken"
     r = hookrelay("dlq", "list", "--tenant", "broken", *url)
     assert r.stdout.strip() == "no dead letters for tenant broken"
-    r = hookrelay("dlq", "purge", "--json", "--unix-socket", str(daemon.tmp / "r.sock"))
+    r = hookrelay("dlq", "purge", "--all", "--yes", "--json", "--unix-socket", str(daemon.tmp / "r.sock"))
     assert json.loads(r.stdout) == {"purged": 1}  # broken2's
     r = hookrelay("dlq", "list", "--json", *url)
     assert json.loads(r.stdout) == []
 
 
+def test_dlq_show_delete_and_event_get(daemon: Daemon, cli_sink: Sink) -> None:
+    (eid,) = make_dead(daemon, "broken", 1)
+    url = ["--url", daemon.url]
+
+    r = hookrelay("dlq", "show", eid, *url)
+    assert r.returncode == 0, r.stderr
+    assert f"event:    {eid}" in r.stdout
+    assert "tenant:   broken" in r.stdout and "type:     user.created" in r.stdout
+    assert "can retry: yes" in r.stdout
+    row = next(line for line in r.stdout.splitlines() if line.startswith("1 "))
+    assert row.split()[2] == "500"  # attempt 1 got a 500
+    assert '"event_type": "user.created"' in r.stdout  # the envelope
+    item = json.loads(hookrelay("dlq", "show", eid, "--json", *url).stdout)
+    assert item["event"]["id"] == eid and item["failure_reason"]
+
+    r = hookrelay("event", "get", eid, *url)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].split() == [eid, "tenant", "broken", "status", "dead"]
+    view = json.loads(hookrelay("event", "get", eid, "--json", *url).stdout)
+    assert view["status"] == "dead" and len(view["attempts"]) == 1
+
+    r = hookrelay("dlq", "delete", eid, *url)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"deleted {eid}"
+    r = hookrelay("dlq", "show", eid, *url)
+    assert r.returncode == 1 and "not_dead_lettered" in r.stderr
+    assert hookrelay("dlq", "delete", eid, *url).returncode == 1
+    r = hookrelay("event", "get", "evt_never_seen", *url)
+    assert r.returncode == 1 and r.stderr.startswith("error: event_not_found: ")
+
+
+def test_retry_of_a_delivered_event_says_delivered(daemon: Daemon, cli_sink: Sink) -> None:
+    status, body = daemon.send("acme", "user.created", {})
+    assert status == 202
+    daemon.wait_status(body["event_id"], "delivered")
+    r = hookrelay("dlq", "retry", body["event_id"], "--url", daemon.url)
+    assert r.returncode == 1
+    assert "is delivered, not in the dead-letter queue" in r.stderr
+    assert '"status": "delivered"' in r.stderr  # details
+
+
+def test_bulk_dlq_actions_need_a_scope_and_purge_needs_yes(daemon: Daemon, cli_sink: Sink) -> None:
+    ids = make_dead(daemon, "broken2", 2)
+    url = ["--url", daemon.url]
+    for action in ("retry-all", "purge"):
+        r = hookrelay("dlq", action, *url)
+        assert r.returncode == 2
+        assert "--tenant T, or --all" in r.stderr
+    r = hookrelay("dlq", "purge", "--tenant", "broken2", *url)
+    assert r.returncode == 2
+    assert "this deletes 2 dead letter(s) of tenant broken2 for good: add --yes" in r.stderr
+
+    r = hookrelay("dlq", "purge", "--all", "--dry-run", *url)
+    assert r.returncode == 0, r.stderr
+    assert all(eid in r.stdout for eid in ids)
+    assert "would delete" in r.stdout and "dry run: nothing changed" in r.stdout
+    r = hookrelay("dlq", "retry-all", "--tenant", "broken2", "--dry-run", "--json", *url)
+    assert json.loads(r.stdout)["matched"] == 2
+    for eid in ids:  # the dry runs changed nothing
+        assert daemon.request("GET", f"/api/v1/webhooks/events/{eid}")[1]["status"] == "dead"
+    assert hookrelay("dlq", "purge", "--tenant", "broken2", "--yes", *url).returncode == 0
+
+
 def test_help_lists_client_commands() -> None:
     r = hookrelay("--help")
     assert r.returncode == 0
-    for cmd in ("send", "sign", "verify", "dlq"):
+    for cmd in ("send", "sign", "verify", "dlq", "event", "check-config"):
         assert cmd in r.stdout
     r = hookrelay("dlq", "--help")
-    for action in ("list", "retry", "retry-all", "purge"):
+    for action in ("list", "show", "retry", "delete", "retry-all", "purge"):
         assert action in r.stdout
+    r = hookrelay("dlq")  # alone: the actions, not just "required: ACTION"
+    assert r.returncode == 2
+    for action in ("list", "show", "retry", "delete", "retry-all", "purge"):
+        assert f"    {action}" in r.stderr
+
+
+def test_secret_and_token_files(cli_sink: Sink, tmp_path: Path) -> None:
+    body = b'{"id":"evt_1"}'
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("k\n")  # the trailing newline of `echo k > file` is not part of it
+    r = hookrelay("sign", "--secret-file", str(secret_file), stdin=body)
+    assert r.returncode == 0 and r.stdout.strip() == sign(body, "k")
+    r = hookrelay("sign", stdin=body, env={"HOOKRELAY_SECRET": "k"})
+    assert r.stdout.strip() == sign(body, "k")
+    r = hookrelay("sign", stdin=body, env={"HOOKRELAY_SECRET_FILE": str(secret_file)})
+    assert r.stdout.strip() == sign(body, "k")
+    args = ("verify", "--secret-file", str(secret_file), "--signature", sign(body, "k"))
+    assert hookrelay(*args, stdin=body).returncode == 0
+    r = hookrelay("sign", stdin=body)
+    assert r.returncode == 2 and "--secret-file" in r.stderr
+    r = hookrelay("sign", "--secret-file", str(tmp_path / "missing"), stdin=body)
+    assert r.returncode == 2 and "--secret-file: cannot read" in r.stderr
+
+    token_file = tmp_path / "token"
+    token_file.write_text("t0k3n-from-file\n")
+    write_tenant(tmp_path / "config", "acme", cli_sink.url + "/acme")
+    with Daemon(tmp_path, args=["--ingest-token-file", str(token_file)]) as d:
+        d.start()
+        base = ["send", "--url", d.url, "--tenant", "acme", "--type", "x", "--payload", "{}"]
+        assert hookrelay(*base).returncode == 1  # the daemon did read the token: no token is 401
+        r = hookrelay(*base, "--token-file", str(token_file))
+        assert r.returncode == 0, r.stderr
+        r = hookrelay(*base, env={"HOOKRELAY_INGEST_TOKEN_FILE": str(token_file)})
+        assert r.returncode == 0, r.stderr
+        assert "t0k3n-from-file" not in d.logs()
+
+
+def test_run_names_config_flag_when_default_is_missing(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "relay", "run"],
+        cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={k: v for k, v in os.environ.items() if not k.startswith("HOOKRELAY_")},
+    )
+    assert proc.returncode == 2
+    assert "--config config: no such file or directory (the default, ./config" in proc.stderr
+    assert "HOOKRELAY_CONFIG" in proc.stderr
+
+
+# ---- check-config --------------------------------------------------------------------------
+
+
+def test_check_config_prints_retry_windows_and_warns_under_five_minutes(tmp_path: Path) -> None:
+    write_tenant(tmp_path / "c", "defaults", "https://example.com/hook")
+    write_tenant(
+        tmp_path / "c",
+        "patient",
+        "https://example.com/hook",
+        retry_policy={"max_retries": 12, "initial_delay_seconds": 5, "max_delay_seconds": 600},
+    )
+    r = hookrelay("check-config", str(tmp_path / "c"))
+    assert r.returncode == 0, r.stderr
+    assert "defaults: retry window 31 s over 6 attempts (retries after 1, 2, 4, 8, 16 s" in r.stdout
+    # 5+10+...+320 = 635, then 600 x 5 = 3000: 3635 s
+    assert (
+        "patient: retry window 60.6 min over 13 attempts "
+        "(retries after 5, 10, 20, 40, 80, 160, 320, 600 s, then 4 more of up to 600 s, each drawn from [d/2, d])"
+    ) in r.stdout
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: defaults: the retry window (31 s) is under 5 min")
+    assert "max_delay_seconds 300 is never reached" in warnings[0]
+    # advice, not a weakness: --strict (insecure settings) does not refuse it
+    assert hookrelay("check-config", "--strict", str(tmp_path / "c")).returncode == 0
+
+
+def test_check_config_allow_unset_env(tmp_path: Path) -> None:
+    f = tmp_path / "acme.yaml"
+    f.write_text(
+        "tenant_id: acme\nbase_url: https://example.com/hook\nsecret_key: ${ACME_SECRET}\n"
+        "retry_policy: {max_retries: 20, max_delay_seconds: 3600}\n"
+    )
+    r = hookrelay("check-config", str(f))
+    assert r.returncode == 1
+    assert "environment variable ACME_SECRET is not set (hookrelay reads variables at start-up" in r.stderr
+    r = hookrelay("check-config", "--allow-unset-env", str(f))
+    assert r.returncode == 0, r.stderr
+    assert f"note: {f}: secret_key: environment variable ACME_SECRET is not set (placeholder used)" in r.stdout
+    assert r.stderr == ""  # a long enough window: no warning
+    r = hookrelay("check-config", "--allow-unset-env", str(f), env={"ACME_SECRET": "s"})
+    assert "note:" not in r.stdout

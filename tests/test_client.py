@@ -136,6 +136,28 @@ def test_filtered_answer_still_returns_the_id(daemon: Daemon) -> None:
     assert c.send("only-users", "order.created", {"n": 1}, event_id="flt-1") == "flt-1"
 
 
+def test_send_returns_an_id_that_tells_queued_filtered_and_duplicate(daemon: Daemon, shared_sink: Sink) -> None:
+    c = RelayClient(daemon.url)
+    first = c.send("acme", "user.created", {}, event_id="sr-1")
+    assert isinstance(first, str) and first == "sr-1" and first.event_id == "sr-1"
+    assert (first.status, first.duplicate, first.queued, first.filtered) == ("queued", False, True, False)
+    again = c.send("acme", "user.created", {}, event_id="sr-1")
+    assert again == "sr-1" and again.duplicate and not again.queued
+    assert again.status in ("queued", "delivering", "delivered")  # the earlier event's status
+    dropped = c.send("only-users", "order.created", {})
+    assert dropped.startswith("evt_") and dropped.filtered and dropped.status == "filtered"
+    built = c.send_event(WebhookEvent("acme", "user.created", {}).with_event_id("sr-1"))
+    assert built.duplicate
+
+    async def go() -> tuple[bool, str]:
+        async with AsyncRelayClient(daemon.url) as ac:
+            r = await ac.send("only-users", "order.created", {})
+            return r.filtered, (await ac.send("acme", "user.created", {}, event_id="sr-1")).status
+
+    filtered, status = asyncio.run(go())
+    assert filtered and status in ("queued", "delivering", "delivered")
+
+
 def test_unknown_tenant_raises_tenant_not_found(daemon: Daemon) -> None:
     c = RelayClient(daemon.url)
     with pytest.raises(RelayError) as info:

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from relay.config import (
+    UNSET_HINT,
     AuthConfig,
     CircuitBreakerConfig,
     ConfigError,
@@ -39,9 +40,9 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def load_errors(path: Path, env: dict[str, str] | None = None) -> list[str]:
+def load_errors(path: Path, env: dict[str, str] | None = None, *, allow_unset_env: bool = False) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        load_path(path, env or {})
+        load_path(path, env or {}, allow_unset_env=allow_unset_env)
     return info.value.problems
 
 
@@ -165,8 +166,42 @@ def test_escaped_dollar_brace_and_single_pass() -> None:
 
 def test_unset_variable_names_file_key_and_var() -> None:
     assert problems_of(minimal(default_headers={"X-A": "${MISSING_VAR}"})) == [
-        "request body: default_headers.X-A: environment variable MISSING_VAR is not set"
+        "request body: default_headers.X-A: environment variable MISSING_VAR is not set" + UNSET_HINT
     ]
+
+
+def test_allow_unset_env_uses_placeholders_and_reports_notes(tmp_path: Path) -> None:
+    f = write(
+        tmp_path / "acme.yaml",
+        "tenant_id: acme\nbase_url: ${ACME_URL}\nsecret_key: ${ACME_SECRET}\n"
+        "signature_schemes: [hmac-sha256, standard-webhooks]\n"
+        'auth_config: {auth_type: Basic, token: "${ACME_BASIC}"}\n',
+    )
+    with pytest.raises(ConfigError):  # the daemon's reading: unset is an error
+        load_path(f, {})
+    snap = load_path(f, {}, allow_unset_env=True)
+    assert set(snap.tenants) == {"acme"}
+    notes = "\n".join(snap.notes)
+    for var, key in (("ACME_URL", "base_url"), ("ACME_SECRET", "secret_key"), ("ACME_BASIC", "auth_config.token")):
+        assert f"{f}: {key}: environment variable {var} is not set (placeholder used)" in notes
+    # checks of a placeholder (URL shape, whsec_ form, user:password) are notes, not problems
+    assert f"{f}: base_url: not checked, it uses an unset variable" in notes
+    assert f"{f}: secret_key: not checked, it uses an unset variable" in notes
+    # a real problem next to a placeholder is still a problem
+    write(tmp_path / "acme.yaml", "tenant_id: acme\nbase_url: ftp://x\nsecret_key: ${ACME_SECRET}\n")
+    (p,) = load_errors(f, allow_unset_env=True)
+    assert p == f"{f}: base_url: must be an http:// or https:// URL"
+
+
+def test_auth_type_is_case_insensitive() -> None:
+    for spelling in ("bearer", "BEARER", "Bearer"):
+        t = parse_tenant(minimal(auth_config={"auth_type": spelling, "token": "t"}), "x", {})
+        assert t.auth_config is not None and t.auth_config.header() == ("Authorization", "Bearer t")
+    assert parse_tenant(minimal(auth_config={"auth_type": "apikey", "token": "t"}), "x", {}).auth_config == AuthConfig(
+        "ApiKey", "t"
+    )
+    (p,) = problems_of(minimal(auth_config={"auth_type": "Digest", "token": "t"}))
+    assert p == "request body: auth_config.auth_type: invalid value (expected one of: Bearer, ApiKey, Basic)"
 
 
 def test_malformed_reference() -> None:
@@ -469,6 +504,16 @@ def test_yaml_error_names_line(tmp_path: Path) -> None:
     f = write(tmp_path / "x.yaml", "tenant_id: a\nbase_url: http://x\n  bad: [1\n")
     (p,) = load_errors(f)
     assert p.startswith(f"{f}: line 3,")
+    assert "must be quoted" not in p
+
+
+def test_yaml_error_for_var_in_flow_mapping_suggests_quoting(tmp_path: Path) -> None:
+    f = write(tmp_path / "x.yaml", "tenant_id: a\nauth_config: {auth_type: Bearer, token: ${TOKEN}}\n")
+    (p,) = load_errors(f)
+    assert p.startswith(f"{f}: line 2,")
+    assert p.endswith('(a ${VAR} inside {...} or [...] must be quoted, "${VAR}", or use block style)')
+    write(tmp_path / "x.yaml", 'tenant_id: a\nauth_config: {auth_type: Bearer, token: "${TOKEN}"}\n')
+    assert "YAML error" not in "\n".join(load_errors(f, env={"TOKEN": "t"}))
 
 
 def test_yaml_duplicate_key_is_error(tmp_path: Path) -> None:
@@ -580,8 +625,8 @@ def test_sample_remote_example_is_valid() -> None:
     with pytest.raises(ConfigError) as info:
         parse_tenant(data, "example", {})
     assert info.value.problems == [
-        "example: secret_key: environment variable EMPRESA_123_SECRET is not set",
-        "example: auth_config.token: environment variable EMPRESA_123_TOKEN is not set",
+        "example: secret_key: environment variable EMPRESA_123_SECRET is not set" + UNSET_HINT,
+        "example: auth_config.token: environment variable EMPRESA_123_TOKEN is not set" + UNSET_HINT,
     ]
 
 
