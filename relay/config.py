@@ -555,7 +555,7 @@ def _parse_tenant_inner(
     return tenant
 
 
-_AUTH_TYPES = {name.lower(): name for name in ("Bearer", "ApiKey", "Basic")}
+_AUTH_TYPES = {name.lower(): name for name in ("Bearer", "ApiKey", "Basic", "OAuth2ClientCredentials")}
 
 
 def _normalise_auth_type(data: dict[Any, Any]) -> None:
