@@ -226,7 +226,7 @@ async def post(
     ssl_context: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
     proxy: str | None = None,
-    proxy_auth: aiohttp.BasicAuth | None = None,
+    proxy_headers: dict[str, str] | None = None,
 ) -> Outcome:
     """One POST. The keyword arguments carry the tenant's outbound trust (relay.outbound)."""
     start = time.perf_counter()
@@ -245,7 +245,7 @@ async def post(
             ssl=True if ssl_context is None else ssl_context,
             server_hostname=server_hostname,
             proxy=proxy,
-            proxy_auth=proxy_auth,
+            proxy_headers=proxy_headers,
         ) as resp:
             status = resp.status
             data = bytearray()

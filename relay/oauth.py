@@ -13,6 +13,8 @@ they name the endpoint's host, the HTTP status and the RFC 6749 §5.2 `error` co
 from __future__ import annotations
 
 import asyncio
+import base64
+import math
 import re
 import ssl
 import time
@@ -38,7 +40,8 @@ class TokenError(Exception):
 class _TokenAnswer(msgspec.Struct):
     access_token: str
     token_type: str = "Bearer"
-    expires_in: float | None = None
+    # RFC 6749 says a number; some identity providers send a string of digits ("3599").
+    expires_in: float | str | None = None
 
 
 @dataclass
@@ -83,11 +86,13 @@ class TokenCache:
         timeout: float,
         *,
         refused: str | None = None,
-        **route: Any,
+        options: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> str:
         """A usable token; `refused` is one the receiver just answered 401 to (never returned again).
 
-        `route` holds the request options of the tenant's outbound trust (ssl, proxy, ...).
+        `options` are request options of the tenant's outbound trust (ssl, proxy, ...), `headers`
+        extra request headers (a plain-http proxy's credentials).
         """
         slot = self._slot(tenant_id, client)
         asked = time.monotonic()
@@ -99,7 +104,7 @@ class TokenCache:
             if slot.failed_at >= asked:
                 raise TokenError(slot.failure)  # the request this attempt waited for failed
             try:
-                token, lifetime = await self._fetch(session, client, timeout, route)
+                token, lifetime = await self._fetch(session, client, timeout, options or {}, headers or {})
             except TokenError as exc:
                 slot.failed_at, slot.failure = time.monotonic(), str(exc)
                 raise
@@ -108,7 +113,12 @@ class TokenCache:
             return token
 
     async def _fetch(
-        self, session: aiohttp.ClientSession, client: Client, timeout: float, route: dict[str, Any]
+        self,
+        session: aiohttp.ClientSession,
+        client: Client,
+        timeout: float,
+        options: dict[str, Any],
+        headers: dict[str, str],
     ) -> tuple[str, float]:
         host = urlsplit(client.token_url).hostname or "?"
         form = {"grant_type": "client_credentials"}
@@ -118,17 +128,17 @@ class TokenCache:
             form["audience"] = client.audience
         # RFC 6749 §2.3.1: HTTP Basic with the form-urlencoded id and secret, which every
         # authorization server must support.
-        auth = aiohttp.BasicAuth(quote_plus(client.client_id), quote_plus(client.client_secret))
+        basic = f"{quote_plus(client.client_id)}:{quote_plus(client.client_secret)}".encode()
+        auth = "Basic " + base64.b64encode(basic).decode("ascii")
         self.requests += 1
         try:
             async with session.post(
                 client.token_url,
                 data=form,
-                auth=auth,
-                headers={"Accept": "application/json"},
+                headers={**headers, "Accept": "application/json", "Authorization": auth},
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=timeout),
-                **route,
+                **options,
             ) as resp:
                 body = await resp.content.read(MAX_ANSWER)
                 status = resp.status
@@ -149,10 +159,14 @@ class TokenCache:
             raise TokenError(f"OAuth2 token endpoint {host} answered without a usable access_token")
         if answer.token_type.lower() != "bearer":
             raise TokenError(f"OAuth2 token endpoint {host} issued a token_type other than Bearer")
-        if answer.expires_in is None:
+        try:
+            expires_in = None if answer.expires_in is None else float(answer.expires_in)
+        except ValueError:
+            expires_in = None
+        if expires_in is None or not math.isfinite(expires_in):
             return answer.access_token, DEFAULT_LIFETIME
         # A token with 30 s or less to live is used for the attempt that asked, then discarded.
-        return answer.access_token, max(0.0, answer.expires_in - EXPIRY_MARGIN)
+        return answer.access_token, max(0.0, expires_in - EXPIRY_MARGIN)
 
 
 def _error_code(body: bytes) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -160,3 +161,58 @@ def test_oauth_config_errors_name_the_key(tmp_path: Path) -> None:
     ]
     (p,) = _problems({"auth_type": "OAuth"})
     assert "OAuth2ClientCredentials" in p  # the choices are listed
+
+
+# ---- the token cache on its own, against a real aiohttp token endpoint ----------------------
+
+
+async def test_token_cache_single_flight_shared_failure_and_answers(aiohttp_server: Any) -> None:
+    from aiohttp import ClientSession, web
+
+    from relay.oauth import Client, TokenCache, TokenError
+
+    answers: list[tuple[int, Any]] = []
+    hits = 0
+
+    async def token(request: web.Request) -> web.Response:
+        nonlocal hits
+        hits += 1
+        await asyncio.sleep(0.05)  # long enough for every caller to be waiting on the first request
+        status, body = answers.pop(0)
+        text = body if isinstance(body, str) else json.dumps(body)
+        return web.Response(status=status, text=text, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/token", token)
+    server = await aiohttp_server(app)
+    client = Client(str(server.make_url("/token")), "id", "sekret")
+    cache = TokenCache()
+    async with ClientSession() as session:
+
+        async def many(n: int = 20) -> list[Any]:
+            calls = [cache.token(session, "t", client, 5.0) for _ in range(n)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+        answers.append((500, {"error": "server_error", "error_description": "sekret leaked here"}))
+        failed = await many()
+        assert hits == 1  # 20 attempts, one request, one shared failure
+        assert {str(e) for e in failed} == {"OAuth2 token endpoint 127.0.0.1 answered HTTP 500 (server_error)"}
+        assert all(isinstance(e, TokenError) for e in failed)
+
+        answers.append((200, {"access_token": "A", "token_type": "bearer", "expires_in": "3600"}))
+        assert await many() == ["A"] * 20 and hits == 2  # a string expires_in is understood
+        assert await cache.token(session, "t", client, 5.0) == "A" and hits == 2
+        answers.append((200, {"access_token": "B", "expires_in": 3600}))
+        assert await cache.token(session, "t", client, 5.0, refused="A") == "B" and hits == 3
+        assert await cache.token(session, "t", client, 5.0, refused="A") == "B" and hits == 3  # already replaced
+
+        for status, body, why in [
+            (200, "not json", "without a usable access_token"),
+            (200, {"access_token": "", "expires_in": 60}, "without a usable access_token"),
+            (200, {"access_token": "C", "token_type": "mac"}, "token_type other than Bearer"),
+            (403, "<html>denied</html>", "answered HTTP 403"),
+        ]:
+            answers.append((status, body))
+            with pytest.raises(TokenError) as err:
+                await cache.token(session, "other", client, 5.0)
+            assert why in str(err.value) and "sekret" not in str(err.value)
