@@ -200,7 +200,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 DLQ_HEADER = ["EVENT ID", "TENANT", "TYPE", "ATTEMPTS", "FAILED AT", "REASON"]
-ATTEMPT_HEADER = ["#", "AT", "STATUS", "MS", "ERROR"]
+ATTEMPT_HEADER = ["ROUND", "#", "AT", "STATUS", "MS", "ERROR"]
 
 
 def _attempts_table(attempts: Any) -> str:
@@ -213,6 +213,7 @@ def _attempts_table(attempts: Any) -> str:
         code = a.get("status_code")
         rows.append(
             [
+                str(a.get("round", "?")),
                 str(a.get("attempt", "?")),
                 str(a.get("at", "?")),
                 str(code) if code is not None else "-",

@@ -84,12 +84,28 @@ class StoredEvent(msgspec.Struct, array_like=True):
 
 
 class Attempt(msgspec.Struct, omit_defaults=True):
-    attempt: int
+    attempt: int  # 1, 2, ... within its round
     at: str
     status_code: int | None
     error: str | None
     duration_ms: float
     response_body: str | None = None
+    # 1 for the first delivery run, +1 for each replay of the dead letter. 0 only in records
+    # journaled before rounds were recorded: `number_rounds` fills those in from the sequence.
+    round: int = 0
+
+
+def number_rounds(attempts: list[Attempt]) -> list[Attempt]:
+    """Give every attempt of a whole history its round: an attempt numbered 1 after the first
+    opens the next round (a replay restarts the numbering). Records that carry one keep it."""
+    current = 0
+    for a in attempts:
+        if a.round:
+            current = a.round
+        else:
+            current = current + 1 if a.attempt == 1 or current == 0 else current
+            a.round = current
+    return attempts
 
 
 _stored_encoder = msgspec.msgpack.Encoder()

@@ -90,9 +90,14 @@ SCHEMAS: dict[str, Any] = {
     },
     "Attempt": {
         "type": "object",
-        "required": ["attempt", "at", "status_code", "error", "duration_ms"],
+        "required": ["attempt", "round", "at", "status_code", "error", "duration_ms"],
         "properties": {
-            "attempt": {"type": "integer", "minimum": 1},
+            "attempt": {"type": "integer", "minimum": 1, "description": "1, 2, ... within its round"},
+            "round": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "1 for the first delivery run, +1 for each replay of the dead letter",
+            },
             "at": {"type": "string", "format": "date-time"},
             "status_code": {"type": ["integer", "null"]},
             "error": {"type": ["string", "null"]},

@@ -265,8 +265,14 @@ def test_dlq_show_delete_and_event_get(daemon: Daemon, cli_sink: Sink) -> None:
     assert f"event:    {eid}" in r.stdout
     assert "tenant:   broken" in r.stdout and "type:     user.created" in r.stdout
     assert "can retry: yes" in r.stdout
-    row = next(line for line in r.stdout.splitlines() if line.startswith("1 "))
-    assert row.split()[2] == "500"  # attempt 1 got a 500
+    header, row = next(
+        (lines[i], lines[i + 1])
+        for lines in [r.stdout.splitlines()]
+        for i, line in enumerate(lines)
+        if line.startswith("ROUND")
+    )
+    assert header.split()[:4] == ["ROUND", "#", "AT", "STATUS"]
+    assert row.split()[:2] == ["1", "1"] and row.split()[3] == "500"  # round 1, attempt 1 got a 500
     assert '"event_type": "user.created"' in r.stdout  # the envelope
     item = json.loads(hookrelay("dlq", "show", eid, "--json", *url).stdout)
     assert item["event"]["id"] == eid and item["failure_reason"]

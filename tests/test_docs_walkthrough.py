@@ -189,7 +189,8 @@ def test_your_first_tenant(clone: Shell) -> None:
     until(lambda: f"accepted {first}" in receiver_log.read_text(), "the receiver verified and accepted it")
     r = clone.run(get)
     assert r.stdout.splitlines()[0].split() == [first, "tenant", "acme", "status", "delivered"]
-    assert r.stdout.splitlines()[2].split()[2] == "200"  # attempt 1: HTTP 200
+    assert r.stdout.splitlines()[1].split()[:4] == ["ROUND", "#", "AT", "STATUS"]
+    assert r.stdout.splitlines()[2].split()[:4:3] == ["1", "200"]  # round 1, attempt 1: HTTP 200
 
     # 5. fail: Ctrl-C the receiver, send, watch it retry, then dead-letter
     receiver_proc.send_signal(signal.SIGINT)
@@ -216,4 +217,6 @@ def test_your_first_tenant(clone: Shell) -> None:
     until(lambda: "status delivered" in clone.run(get).stdout, "the replayed event is delivered")
     assert f"accepted {second}" in receiver_log.read_text()
     rows = [line.split() for line in clone.run(get).stdout.splitlines()[2:]]
-    assert len(rows) == 5 and rows[-1][2] == "200"  # 4 failed attempts kept, then the replay's
+    # the 4 failed attempts of round 1 stay on record; the replay is round 2, attempt 1: 200
+    assert [r[:2] for r in rows] == [["1", "1"], ["1", "2"], ["1", "3"], ["1", "4"], ["2", "1"]]
+    assert rows[-1][3] == "200"

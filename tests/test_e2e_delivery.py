@@ -384,3 +384,51 @@ def test_check_config_cli(tmp_path: Any) -> None:
     assert res.returncode == 1
     assert f"{bad}/acme.yaml: retry_policy.max_retries: expected int, got str" in res.stderr
     assert f"{bad}/acme.yaml: extra_key: unknown key" in res.stderr
+
+
+def test_attempts_carry_their_round_across_replays_and_restarts(make_daemon: Any, sink: Sink) -> None:
+    failing = {"on": True}
+    sink.responder = lambda n, r: Reply(status=500) if failing["on"] else Reply()
+    d = make_daemon()
+    policy = {"max_retries": 1, "initial_delay_seconds": 0.05, "jitter": False}
+    write_tenant(d.config, "rounds", sink.url + "/rounds", retry_policy=policy)
+    d.start()
+    status, body = d.send("rounds")
+    assert status == 202
+    eid = body["event_id"]
+    d.wait_status(eid, "dead")
+
+    def rounds(view: Any) -> list[tuple[int, int]]:
+        return [(a["round"], a["attempt"]) for a in view["attempts"]]
+
+    assert d.request("POST", f"/api/v1/webhooks/retry/{eid}")[0] == 202
+    deadline = time.time() + 10
+    while len(d.event(eid)["attempts"]) < 4 or d.event(eid)["status"] != "dead":
+        assert time.time() < deadline, d.event(eid)
+        time.sleep(0.05)
+    want = [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert rounds(d.event(eid)) == want
+    code, item = d.request("GET", f"/api/v1/webhooks/dead-letter/{eid}")
+    assert code == 200 and rounds(item) == want
+
+    d.stop()  # recovery rebuilds the rounds from the journal
+    d.start()
+    assert rounds(d.event(eid)) == want
+    failing["on"] = False
+    assert d.request("POST", f"/api/v1/webhooks/retry/{eid}")[0] == 202
+    d.wait_status(eid, "delivered")
+    assert rounds(d.event(eid)) == [*want, (3, 1)]
+
+
+def test_number_rounds_fills_in_records_written_before_rounds() -> None:
+    from relay.events import Attempt, number_rounds
+
+    def attempts(*spec: tuple[int, int]) -> list[Attempt]:
+        return [Attempt(attempt=n, at="t", status_code=500, error=None, duration_ms=1.0, round=r) for n, r in spec]
+
+    legacy = number_rounds(attempts((1, 0), (2, 0), (1, 0), (2, 0), (3, 0)))
+    assert [a.round for a in legacy] == [1, 1, 2, 2, 2]
+    mixed = number_rounds(attempts((1, 0), (2, 0), (1, 2), (1, 0)))  # old records, then new ones
+    assert [a.round for a in mixed] == [1, 1, 2, 3]
+    truncated = number_rounds(attempts((3, 0), (4, 0), (1, 0)))  # the history's start is not kept
+    assert [a.round for a in truncated] == [1, 1, 2]

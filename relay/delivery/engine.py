@@ -29,7 +29,7 @@ import msgspec
 
 from relay.config import Snapshot, TenantConfig
 from relay.dispatch import EgressPolicy, Outcome, make_session
-from relay.events import Attempt, decode_attempt, decode_stored, encode_attempt, rfc3339
+from relay.events import Attempt, decode_attempt, decode_stored, encode_attempt, number_rounds, rfc3339
 from relay.journal import Recovered
 from relay.metrics import Metrics, TenantGauges
 from relay.statefile import StateFile
@@ -400,6 +400,7 @@ class DeliveryEngine:
             error=out.error,
             duration_ms=round(out.duration * 1000, 3),
             response_body=out.body,
+            round=e.next_round(n),
         )
         e.add_attempt(attempt)
         e.tries = n
@@ -696,7 +697,7 @@ class DeliveryEngine:
         """The whole attempt history: from the journal while it holds the event, else what RAM kept."""
         if e.state not in ("delivered", "purged") and self.journal.is_live(e.event_id):
             try:
-                return [decode_attempt(b) for b in self.journal.read_attempts(e.event_id)]
+                return number_rounds([decode_attempt(b) for b in self.journal.read_attempts(e.event_id)])
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("could not read the attempts of %s from the journal: %s", e.event_id, exc)
         return list(e.attempts)

@@ -6,7 +6,7 @@ import contextlib
 from datetime import datetime
 from typing import Final
 
-from relay.events import Attempt
+from relay.events import Attempt, number_rounds
 
 # Attempts kept in RAM per event: the newest few, for /events/{id} of settled events and for
 # cheap views. The whole history stays in the journal and is read back when asked for, so a
@@ -64,7 +64,16 @@ class Entry:
         if len(self.attempts) > KEEP_ATTEMPTS:
             del self.attempts[0]
 
+    def next_round(self, n: int) -> int:
+        """The round of attempt `n` about to be made: after a replay, attempt 1 opens the next one.
+        Derived from the newest attempt kept in RAM, which always carries its round."""
+        if not self.attempts:
+            return 1
+        last = self.attempts[-1].round or 1
+        return last + 1 if n == 1 else last
+
     def restore_attempts(self, attempts: list[Attempt]) -> None:
+        number_rounds(attempts)  # the whole history, before all but the newest are dropped
         starts = [i for i, a in enumerate(attempts) if a.attempt == 1]
         self.tries = len(attempts) - starts[-1] if starts else len(attempts)
         if starts and starts[-1] > 0:  # replayed at least once: the round began at its first attempt
