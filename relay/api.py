@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hmac
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from relay.config import ConfigError, Snapshot
+from relay.config import ConfigError, Snapshot, TenantConfig
 from relay.delivery import DeliveryEngine, Entry
 from relay.errors import ApiError, ConfigRejected, ConfigWriteError, ConfigWriteFailed, TenantNotFound
 from relay.events import (
@@ -28,11 +29,18 @@ from relay.events import (
     new_event_id,
     rfc3339,
 )
-from relay.ingest import decode_send, invalid, too_deep
+from relay.ingest import check_json_body, decode_send, invalid, too_deep
 from relay.journal import JournalUnavailable
 from relay.metrics import Metrics
 from relay.reload import ConfigManager
-from relay.signing import ed25519_public_key, verify_signature
+from relay.signing import (
+    SignatureError,
+    ed25519_public_key,
+    timestamp_fresh,
+    verify_signature,
+    verify_standard_webhooks,
+    verify_standard_webhooks_ed25519,
+)
 from relay.urls import userinfo_clash
 
 log = logging.getLogger("relay.api")
@@ -55,6 +63,7 @@ class AppState:
     ingest_token: str | None = None
     max_pending: int = 1_000_000
     max_journal_bytes: int | None = None
+    receive_tolerance: float = 300.0
     shutting_down: bool = False
     # Event ids whose journal write is in flight: a concurrent duplicate waits for the verdict.
     accepting: dict[str, asyncio.Future[bool]] = field(default_factory=dict)
@@ -146,7 +155,9 @@ def make_auth_middleware(token: str) -> Any:
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         if request.path not in OPS_PATHS:
-            given = request.headers.get("Authorization", "").encode()
+            # surrogatepass: header bytes that are not UTF-8 arrive as surrogates, which a plain
+            # .encode() refuses with an exception (a 500 before authentication).
+            given = request.headers.get("Authorization", "").encode("utf-8", "surrogatepass")
             if not hmac.compare_digest(given, expected):
                 return error_response(
                     ApiError(401, "unauthorized", "missing or wrong Authorization: Bearer <ingest token>")
@@ -187,6 +198,15 @@ def _prepare(st: AppState, req: SendRequest) -> _Prepared | dict[str, Any]:
         raise ApiError(404, "tenant_not_found", f"unknown tenant {req.tenant_id!r}", {"field": "tenant_id"})
     if not cfg.active:
         raise ApiError(409, "tenant_inactive", f"tenant {req.tenant_id!r} is not active (active: false)")
+    if req.target_url is not None and not cfg.target_allowed(req.target_url):
+        # The URL is not echoed: it may carry a token of its own.
+        raise ApiError(
+            422,
+            "target_not_allowed",
+            "target_url: must have the scheme, host and port of the tenant's base_url, or a host "
+            "listed in its allowed_target_hosts",
+            {"field": "target_url"},
+        )
     if not cfg.accepts(req.event_type):
         st.metrics.tenant(req.tenant_id).filtered.inc()
         return {"event_id": req.event_id or new_event_id(), "status": "filtered"}
@@ -315,7 +335,7 @@ def _answer(result: dict[str, Any] | ApiError) -> web.Response:
 
 async def handle_send(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    req = decode_send(await _read_body(request))
+    req = decode_send(check_json_body(await _read_body(request)))
     if req.event_id is not None and req.event_id not in st.accepting:
         dup = _duplicate_answer(st, req.event_id)
         if dup is not None:
@@ -329,7 +349,7 @@ async def handle_send(request: web.Request) -> web.Response:
 
 async def handle_send_batch(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    body = await _read_body(request)
+    body = check_json_body(await _read_body(request))
     try:
         batch = _batch_decoder.decode(body)
     except msgspec.ValidationError as exc:
@@ -372,7 +392,8 @@ async def handle_configs(request: web.Request) -> web.Response:
 
 async def handle_configure(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    body = await _read_body(request)
+    st.config.check_writable()  # before the body is read or parsed (SPEC §3)
+    body = check_json_body(await _read_body(request))
     try:
         data = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
@@ -558,13 +579,41 @@ async def handle_event(request: web.Request) -> web.Response:
     return json_response(view)
 
 
+def _sw_valid(cfg: TenantConfig, msg_id: str, timestamp: str, body: bytes, signature: str) -> bool:
+    """Standard Webhooks: a `v1` (HMAC, whsec_ secrets) or `v1a` (Ed25519 signing_key) entry verifies."""
+    if any(verify_standard_webhooks(msg_id, timestamp, body, signature, s) for s in cfg.signing_secrets()):
+        return True
+    if cfg.signing_key is None or not msg_id:
+        return False
+    try:
+        return verify_standard_webhooks_ed25519(msg_id, timestamp, body, signature, ed25519_public_key(cfg.signing_key))
+    except (SignatureError, ValueError):
+        return False
+
+
 async def handle_receive(request: web.Request) -> web.Response:
+    """Verify a callback signed by hookrelay's scheme, or by Standard Webhooks, and its freshness.
+
+    `X-Webhook-Signature` covers only the body, so a captured request replays with any
+    `X-Timestamp`; the timestamp is still refused when stale (a careless replay), and Standard
+    Webhooks headers, whose signature covers id and timestamp, are verified whenever present.
+    """
     st = request.app[STATE]
     body = await _read_body(request)
-    tenant_id = request.headers.get("X-Tenant-ID", "")
-    signature = request.headers.get("X-Webhook-Signature", "")
-    cfg = st.config.snapshot.tenants.get(tenant_id)
-    valid = cfg is not None and any(verify_signature(body, signature, s) for s in cfg.signing_secrets())
+    h = request.headers
+    cfg = st.config.snapshot.tenants.get(h.get("X-Tenant-ID", ""))
+    now = time.time()
+    valid = cfg is not None
+    sw_sig = h.get("webhook-signature")
+    if valid and cfg is not None and sw_sig is not None:
+        sw_id, sw_ts = h.get("webhook-id", ""), h.get("webhook-timestamp", "")
+        valid = timestamp_fresh(sw_ts, now, st.receive_tolerance) and _sw_valid(cfg, sw_id, sw_ts, body, sw_sig)
+    signature = h.get("X-Webhook-Signature")
+    if valid and cfg is not None and (signature is not None or sw_sig is None):
+        valid = signature is not None and any(verify_signature(body, signature, s) for s in cfg.signing_secrets())
+        stamp = h.get("X-Timestamp")
+        if stamp is not None and not timestamp_fresh(stamp, now, st.receive_tolerance):
+            valid = False
     if not valid:
         return json_response({"valid": False}, 401)
     return json_response({"valid": True})

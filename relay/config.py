@@ -29,6 +29,7 @@ import math
 import os
 import random
 import re
+import stat
 import types
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
@@ -39,7 +40,9 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from relay import redact
 from relay.errors import ConfigError as ConfigError  # re-exported: callers import it from here
+from relay.events import is_reserved_header
 from relay.proxy import check as check_proxy
 from relay.signing import SignatureError, ed25519_public_key, standard_webhooks_key
 from relay.tls import FILE_KEYS as TLS_FILE_KEYS
@@ -56,6 +59,7 @@ __all__ = [
     "Snapshot",
     "TenantConfig",
     "load_path",
+    "other_tenants_in",
     "parse_tenant",
     "tenant_file_text",
     "warnings",
@@ -66,16 +70,22 @@ try:
 except AttributeError:  # PyYAML built without libyaml
     _BaseLoader = yaml.SafeLoader
 
-MASK = "***"
+MASK = redact.MASK
 
 _TENANT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # RFC 9110 token characters: anything else in a header name is rejected by HTTP stacks.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_SENSITIVE_HEADER = re.compile(r"authorization|token|secret|key|cookie|passw|signature", re.IGNORECASE)
 # hookrelay reads its environment once, at start: a tenant file with a new ${VAR} loads only after
 # the variable is set *and* the daemon restarted, which the error should say.
 UNSET_HINT = " (hookrelay reads variables at start-up: a new one needs a restart)"
+# allowed_target_hosts entries: a DNS name or IP literal, optionally "*." + a name with a dot.
+_ALLOWED_HOST = re.compile(
+    r"(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)+"
+    r"|[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?"
+    r"|\[?[0-9a-f:.]+\]?"
+)
 _VAR_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
+MAX_SECRET_FILE = 64 * 1024  # a secret file larger than this is refused, not read
 # Bounds on the raw YAML walk: YAML aliases can build cycles or exponentially large trees
 # ("billion laughs"); a real tenant mapping is three levels deep and a few dozen nodes.
 _MAX_DEPTH = 32
@@ -199,6 +209,7 @@ class TenantConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict
     # Endpoint lifecycle (SPEC §11): disabled after failing this long; probed this often then.
     disable_after_seconds: float = 432_000.0
     probe_interval_seconds: float = 300.0
+    allowed_target_hosts: tuple[str, ...] = ()
 
     @functools.cached_property
     def _matcher(self) -> tuple[bool, frozenset[str], tuple[str, ...]]:
@@ -217,30 +228,78 @@ class TenantConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict
         """Every secret that signs a delivery: the current one first, then those being rotated out."""
         return (self.secret_key, *self.previous_secret_keys)
 
+    @functools.cached_property
+    def redaction_values(self) -> tuple[str, ...]:
+        """Every credential of this tenant as text, for `redact.scrub` of what receivers answer."""
+        values = [*self.signing_secrets()]
+        if self.signing_key is not None:
+            values.append(self.signing_key)
+        headers = dict(self.default_headers)
+        if (auth := self.auth_config) is not None:
+            if auth.token is not None:
+                values.append(auth.token)
+                values.append(auth.token.partition(":")[2])  # a Basic password on its own
+            if auth.client_secret is not None:
+                values.append(auth.client_secret)
+            if (pair := auth.header()) is not None:
+                headers[pair[0]] = pair[1]
+        if self.proxy is not None and (password := urllib.parse.urlsplit(self.proxy).password):
+            values.append(urllib.parse.unquote(password))
+        # A fetched OAuth2 token is not known here: post() also masks the auth headers it sends.
+        return redact.secret_values(values, headers)
+
+    def target_allowed(self, url: str) -> bool:
+        """Whether a per-event `target_url` may receive this tenant's signature, auth and headers.
+
+        Only the origin (scheme, host, port) of `base_url`, or a host in `allowed_target_hosts`
+        (exact, or `*.example.com` for any name below example.com) qualifies (SPEC §3).
+        """
+        try:
+            target, base = urllib.parse.urlsplit(url), urllib.parse.urlsplit(self.base_url)
+            if _origin(target) == _origin(base):
+                return True
+        except ValueError:
+            return False
+        host = (target.hostname or "").lower()
+        for allowed in self.allowed_target_hosts:
+            allowed = allowed.lower()
+            if allowed.startswith("*."):
+                if host.endswith(allowed[1:]) and len(host) > len(allowed) - 1:
+                    return True
+            elif host == allowed.strip("[]"):
+                return True
+        return False
+
     def masked(self) -> dict[str, Any]:
-        """The whole config as JSON-able data, with secrets, tokens and sensitive headers as `***`."""
+        """The whole config as JSON-able data, with secrets, tokens and header values as `***`."""
         data: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(self))
         data["secret_key"] = MASK
         data["previous_secret_keys"] = [MASK for _ in self.previous_secret_keys]
         if self.signing_key is not None:
             data["signing_key"] = MASK
-        data["base_url"] = _mask_url_password(self.base_url)
-        data["default_headers"] = {
-            k: (MASK if _SENSITIVE_HEADER.search(k) else v) for k, v in self.default_headers.items()
-        }
+        data["base_url"] = redact.url(self.base_url)
+        data["default_headers"] = redact.headers(self.default_headers)
         if self.proxy is not None:
-            data["proxy"] = _mask_url_password(self.proxy)
+            data["proxy"] = redact.url(self.proxy)
         if (auth := data.get("auth_config")) is not None:
             if auth["token"] is not None or auth["auth_type"] != OAUTH2:
                 auth["token"] = MASK
             if auth["client_secret"] is not None:
                 auth["client_secret"] = MASK
             if auth["token_url"] is not None:
-                auth["token_url"] = _mask_url_password(auth["token_url"])
+                auth["token_url"] = redact.url(auth["token_url"])
             for key in _OAUTH_ONLY:  # keep the answer of the other auth types as it always was
                 if auth[key] is None:
                     del auth[key]
         return data
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(parts: urllib.parse.SplitResult) -> tuple[str, str, int | None]:
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme)
 
 
 @dataclass(frozen=True)
@@ -423,11 +482,14 @@ def _read_secret_file(
     path = Path(raw)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
-    try:
-        content = path.read_bytes()
-    except (OSError, ValueError) as exc:  # ValueError: embedded NUL in the path
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        problems.add(key, f"cannot read {_key_str(str(path))}: {reason}")
+    content = _read_secret_bytes(path)
+    if content is None:
+        # One message whatever went wrong: it must not tell which paths exist or what they hold.
+        problems.add(
+            key,
+            f"cannot read {_key_str(str(path))} (it must be a readable regular file of at most "
+            f"{MAX_SECRET_FILE // 1024} KiB)",
+        )
         return None
     files[str(path.absolute())] = content
     try:
@@ -442,6 +504,36 @@ def _read_secret_file(
     return secret
 
 
+def _read_secret_bytes(path: Path) -> bytes | None:
+    """The content of a small regular file, or None. Never blocks on a FIFO or reads a device.
+
+    O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer; the fstat
+    then refuses anything that is not a regular file (FIFO, /dev/zero, a directory), and the read
+    stops one byte past the limit, so a huge file costs at most 64 KiB of memory.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except (OSError, ValueError):  # ValueError: an embedded NUL in the path
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_SECRET_FILE:
+            chunk = os.read(fd, MAX_SECRET_FILE + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks) if size <= MAX_SECRET_FILE else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 _FIELDS = {f.name: f for f in msgspec.structs.fields(TenantConfig)}
 _REQUIRED = ("tenant_id", "base_url", "secret_key")
 
@@ -453,11 +545,17 @@ def _parse_tenant(
     base_dir: Path | None,
     files: dict[str, bytes],
     prefix: str = "",
+    literal: bool = False,
 ) -> TenantConfig | None:
     """Validate one tenant mapping; problems go to `problems` with key paths under `prefix`."""
     sub = _Problems(problems.source, prefix, None if problems.unset is None else set())
     try:
-        result = _parse_tenant_inner(data, sub, env, base_dir, files)
+        if literal:
+            _check_literal(data, "", sub, _Budget())
+            if sub.lines:
+                problems.lines.extend(sub.lines)
+                return None
+        result = _parse_tenant_inner(data, sub, env, base_dir, files, literal)
     except _TooLarge as exc:
         # Name only the top-level key: the full path of a recursive alias is 32 levels long.
         sub.add(
@@ -473,13 +571,45 @@ def _parse_tenant(
     return result if not sub.lines else None
 
 
+def _check_literal(value: Any, path: str, problems: _Problems, budget: _Budget, depth: int = 0) -> None:
+    """API bodies are literal (SPEC §3): no `${VAR}` to expand, no `*_file` to read.
+
+    Expanding the daemon's environment, or reading its files, on behalf of whoever can call the
+    API would hand them every secret the process holds; files from Git keep both features.
+    """
+    budget.nodes += 1
+    if depth > _MAX_DEPTH or budget.nodes > _MAX_NODES:
+        raise _TooLarge(path)
+    if isinstance(value, str):
+        if "${" in value:
+            problems.add(path, "${...} is not expanded in API requests; send the literal value")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            sub = _join(path, k)
+            if isinstance(k, str) and "${" in k:
+                problems.add(sub, "${...} is not allowed in API requests")
+            elif isinstance(k, str) and k.endswith("_file"):
+                problems.add(sub, "not accepted from the API (the daemon's files are not readable through it)")
+                continue
+            _check_literal(v, sub, problems, budget, depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_literal(v, f"{path}[{i}]", problems, budget, depth + 1)
+
+
 def _parse_tenant_inner(
-    data: Any, problems: _Problems, env: Mapping[str, str], base_dir: Path | None, files: dict[str, bytes]
+    data: Any,
+    problems: _Problems,
+    env: Mapping[str, str],
+    base_dir: Path | None,
+    files: dict[str, bytes],
+    literal: bool = False,
 ) -> TenantConfig | None:
     if not isinstance(data, dict):
         problems.add("", f"expected a mapping (one tenant), got {_type_name(data)}")
         return None
-    data = _interpolate(data, env, "", problems, _Budget())
+    if not literal:
+        data = _interpolate(data, env, "", problems, _Budget())
     _normalise_auth_type(data)
 
     if "secret_key" in data and "secret_key_file" in data:
@@ -531,6 +661,11 @@ def _parse_tenant_inner(
                     problems.add(_join("default_headers", name), f"expected str, got {_type_name(hv)}")
                 else:
                     _check_header(problems, _join("default_headers", name), name, hv)
+                    if is_reserved_header(name):
+                        problems.add(
+                            _join("default_headers", name),
+                            "this header is set by hookrelay on every delivery and cannot be configured",
+                        )
         try:
             typed[key] = msgspec.convert(value, field.type, strict=True)
         except msgspec.ValidationError as exc:
@@ -639,6 +774,13 @@ def _check(t: dict[str, Any], problems: _Problems) -> None:
     if (cb := t.get("circuit_breaker")) is not None and cb.failure_threshold < 1:
         problems.add("circuit_breaker.failure_threshold", "must be >= 1")
 
+    for i, host in enumerate(t.get("allowed_target_hosts", ())):
+        if not _ALLOWED_HOST.fullmatch(host.lower()):
+            problems.add(
+                f"allowed_target_hosts[{i}]",
+                "must be a host name (or *.example.com for the names below example.com), without scheme or port",
+            )
+
     for i, pattern in enumerate(t.get("enabled_events", ())):
         if not pattern or pattern == ".*":
             problems.add(f"enabled_events[{i}]", "must be '*', 'prefix.*' or an event type")
@@ -701,21 +843,17 @@ def _check_auth(problems: _Problems, auth: AuthConfig) -> None:
         problems.add("auth_config.token", "must not contain CR, LF or NUL")
 
 
-def _mask_url_password(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:{MASK}@{parts.netloc.rpartition('@')[2]}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+def parse_tenant(
+    data: Any, source: str, env: Mapping[str, str] | None = None, *, literal: bool = False
+) -> TenantConfig:
+    """Validate one tenant mapping; problems are prefixed by `source`.
 
-
-def parse_tenant(data: Any, source: str, env: Mapping[str, str] | None = None) -> TenantConfig:
-    """Validate one tenant mapping (e.g. an API request body); problems are prefixed by `source`.
-
-    A relative `secret_key_file` is taken relative to the working directory.
+    `literal=True` is for API request bodies: `${...}` and `*_file` keys are refused rather than
+    expanded or read (see `_check_literal`). Otherwise a relative `secret_key_file` is taken
+    relative to the working directory.
     """
     problems = _Problems(source)
-    tenant = _parse_tenant(data, problems, os.environ if env is None else env, None, {})
+    tenant = _parse_tenant(data, problems, os.environ if env is None else env, None, {}, literal=literal)
     if tenant is None:
         raise ConfigError(problems.lines or [f"{source}: invalid tenant"])
     return tenant
@@ -909,11 +1047,34 @@ def warnings(snap: Snapshot) -> list[str]:
     return lines
 
 
+def other_tenants_in(content: bytes, tenant_id: str) -> set[str]:
+    """Tenant ids other than `tenant_id` that the YAML `content` names, or {"?"} if unreadable.
+
+    Used before the API replaces `<tenant_id>.yaml`: a file that cannot be understood is treated
+    as holding someone else, so it is never overwritten blindly.
+    """
+    try:
+        doc, problem = _load_yaml(content.decode("utf-8-sig"), "file")
+    except UnicodeDecodeError:
+        return {"?"}
+    if problem is not None:
+        return {"?"}
+    found: set[str] = set()
+    for _, item in _tenants_in(doc, _Problems("file")):
+        tid = item.get("tenant_id") if isinstance(item, dict) else None
+        if tid != tenant_id:
+            found.add(str(tid) if isinstance(tid, str) else "?")
+    if isinstance(doc, dict) and "tenants" in doc and len(doc) > 1:
+        found.add("?")
+    return found
+
+
 def tenant_file_text(data: Mapping[str, Any]) -> str:
     """YAML for a tenant mapping received by the API, written verbatim to `<tenant_id>.yaml`.
 
-    Strings are written as received: a `${VAR}` in them is expanded when the file is loaded,
-    exactly as it was when the request body was validated with `parse_tenant`.
+    Strings are written as received. A body validated with `parse_tenant(literal=True)` holds no
+    `${` and no `*_file` key, so loading the file gives exactly the tenant that was validated:
+    nothing in it is expanded or read later, on reload or restart.
     """
     body = yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True, default_flow_style=False)
     return "# written by hookrelay POST /api/v1/webhooks/configure\n" + body

@@ -130,6 +130,7 @@ class Daemon:
             max_pending=s.max_pending,
             max_journal_bytes=s.max_journal_bytes,
             ingest_token=s.ingest_token,
+            receive_tolerance=s.receive_tolerance,
         )
         try:
             await self._listen()

@@ -16,9 +16,9 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict
 
-from relay import __version__
+from relay import __version__, redact
 from relay.config import TenantConfig
-from relay.events import StoredEvent
+from relay.events import RESERVED_HEADERS, StoredEvent
 from relay.signing import sign, standard_webhooks_ed25519_sign, standard_webhooks_sign
 
 USER_AGENT = f"hookrelay/{__version__}"
@@ -29,8 +29,17 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Cloud metadata services and link-local ranges: reachable from a pod, never a webhook target.
 ALWAYS_DENIED: tuple[Network, ...] = tuple(
     ipaddress.ip_network(n)
-    for n in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32", "0.0.0.0/8")
+    for n in (
+        "169.254.0.0/16",
+        "fe80::/10",
+        "fd00:ec2::254/128",
+        "100.100.100.200/32",  # Alibaba Cloud metadata
+        "168.63.129.16/32",  # Azure WireServer (and its DNS and health probes)
+        "0.0.0.0/8",
+    )
 )
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 PRIVATE: tuple[Network, ...] = tuple(
     ipaddress.ip_network(n)
     for n in (
@@ -59,18 +68,39 @@ class EgressPolicy:
     def refusal(self, address: str) -> str | None:
         """Why `address` may not be contacted, or None when it may."""
         try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
+            given = ipaddress.ip_address(address.split("%", 1)[0])
         except ValueError:
             return None
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if any(ip in net for net in self.allow):
+        ip = embedded_ipv4(given)
+        if any(given in net or ip in net for net in self.allow):
             return None
         if any(ip in net for net in ALWAYS_DENIED):
             return f"target address {ip} is link-local or a cloud metadata address (see --allow-target-cidr)"
         if self.deny_private and any(ip in net for net in PRIVATE):
             return f"target address {ip} is private or loopback and --deny-private-targets is set"
         return None
+
+
+def embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The IPv4 address an IPv6 address stands for, if it embeds one; else `ip` itself.
+
+    A host that routes IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d), NAT64
+    (64:ff9b::a.b.c.d) or 6to4 (2002:aabb:ccdd::) addresses may reach the IPv4 address inside,
+    so each is judged as that address: 64:ff9b::a9fe:a9fe is 169.254.169.254.
+    """
+    if isinstance(ip, ipaddress.IPv4Address):
+        return ip
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    packed = int(ip) & 0xFFFFFFFF
+    if ip in NAT64:
+        return ipaddress.IPv4Address(packed)
+    # ::/96 holds :: and ::1 too, which are IPv6's own unspecified and loopback addresses.
+    if ip in IPV4_COMPATIBLE and int(ip) > 1:
+        return ipaddress.IPv4Address(packed)
+    return ip
 
 
 class GuardedResolver(AbstractResolver):
@@ -201,7 +231,9 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 
 def describe_error(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    # Exception texts quote the URL (aiohttp's InvalidURL, yarl): redact it before the text can
+    # reach an attempt record, a dead-letter reason, the journal or a log line.
+    text = redact.text(str(exc) or type(exc).__name__)
     return text[:300]
 
 
@@ -227,8 +259,10 @@ async def post(
     server_hostname: str | None = None,
     proxy: str | None = None,
     proxy_headers: dict[str, str] | None = None,
+    secrets: tuple[str, ...] = (),
 ) -> Outcome:
-    """One POST. The keyword arguments carry the tenant's outbound trust (relay.outbound)."""
+    """One POST. The keyword arguments carry the tenant's outbound trust (relay.outbound), and
+    `secrets` (see `TenantConfig.redaction_values`) to mask in the answer that is kept."""
     start = time.perf_counter()
     # IP literals never reach the resolver, so check them here.
     refused = policy.refusal(_host_of(url))
@@ -260,8 +294,12 @@ async def post(
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"), time.time())
             if 200 <= status < 300:
                 return Outcome("success", status, None, duration)
-            text = bytes(data[:KEEP_BODY]).decode("utf-8", "replace")
-            return Outcome("http_error", status, f"HTTP {status}", duration, retry_after, text or None)
+            # A receiver may echo the request (auth header included) in its error page: scrub the
+            # whole answer read, then keep the first KEEP_BODY characters of what is left.
+            sent = {k: v for k, v in headers.items() if k.lower() not in RESERVED_HEADERS}
+            text = redact.scrub(bytes(data).decode("utf-8", "replace"), (*secrets, *redact.secret_values((), sent)))
+            kept = text[:KEEP_BODY] if text else None
+            return Outcome("http_error", status, f"HTTP {status}", duration, retry_after, kept)
     except TimeoutError:
         return Outcome("timeout", status, f"timed out after {timeout:g}s", time.perf_counter() - start)
     except aiohttp.ClientConnectorError as exc:

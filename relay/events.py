@@ -24,7 +24,9 @@ HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}\Z")
 MAX_HEADER_VALUE = 8192
 MAX_CUSTOM_HEADERS = 64
 
-# Headers a sender may not set: they carry the signature, identity and framing of the request.
+# Headers that carry the signature, identity and framing of a delivery (SPEC §4): neither an
+# event's custom_headers nor a tenant's default_headers may set them. "X-Event-*" and "webhook-*"
+# in SPEC are the ones hookrelay sets; other names in those families (X-Event-Priority) stay free.
 RESERVED_HEADERS = frozenset(
     h.lower()
     for h in (
@@ -40,9 +42,13 @@ RESERVED_HEADERS = frozenset(
         "Content-Length",
         "Transfer-Encoding",
         "Connection",
-        "Content-Type",
     )
 )
+
+
+def is_reserved_header(name: str) -> bool:
+    """Whether `name` is set by hookrelay on every delivery and may not be configured or sent."""
+    return name.lower() in RESERVED_HEADERS
 
 
 class SendRequest(msgspec.Struct, forbid_unknown_fields=True):

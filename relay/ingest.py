@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
@@ -13,8 +15,8 @@ from relay.events import (
     HEADER_NAME_RE,
     MAX_CUSTOM_HEADERS,
     MAX_HEADER_VALUE,
-    RESERVED_HEADERS,
     SendRequest,
+    is_reserved_header,
 )
 from relay.urls import host_problem
 
@@ -30,6 +32,48 @@ def too_deep() -> ApiError:
 
 def invalid(field: str, message: str) -> ApiError:
     return ApiError(422, "invalid_field", f"{field}: {message}", {"field": field})
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def check_json_body(body: bytes) -> bytes:
+    """`body`, once it is known to be UTF-8 without a duplicate key in any JSON object (else 400).
+
+    msgspec (like most parsers) keeps the last of two equal keys and passes `payload` through as
+    raw bytes; a relay that signs what it forwards must not let a receiver and hookrelay read two
+    different documents out of one body, nor sign bytes that are not text. Syntax errors are left
+    to the typed decoder that follows, which names the field.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(
+            400, "bad_json", f"request body is not valid UTF-8 (invalid byte at offset {exc.start})"
+        ) from None
+    try:
+        json.loads(text, object_pairs_hook=_unique_pairs)
+    except _DuplicateKey as exc:
+        key = exc.key if len(exc.key) <= 80 and exc.key.isprintable() else repr(exc.key)[:80]
+        raise ApiError(400, "bad_json", f"duplicate key {key!r} in a JSON object") from None
+    except RecursionError:
+        raise too_deep() from None
+    except ValueError:
+        pass  # not JSON at all: the typed decoder reports it
+    return body
 
 
 def _field_of(exc: msgspec.ValidationError) -> tuple[str, str]:
@@ -85,7 +129,8 @@ def validate(req: SendRequest) -> None:
         for name, value in req.custom_headers.items():
             field = f"custom_headers.{name}"
             _check_header(field, name, value)
-            if name.lower() in RESERVED_HEADERS:
+            # Content-Type too: the body is always the JSON envelope that was signed.
+            if is_reserved_header(name) or name.lower() == "content-type":
                 raise invalid(field, "this header is set by hookrelay and cannot be overridden")
     if req.context and len(req.context) > MAX_CONTEXT_ITEMS:
         raise invalid("context", f"at most {MAX_CONTEXT_ITEMS} entries")

@@ -46,7 +46,8 @@ async def deliver(
     policy: EgressPolicy,
 ) -> Outcome:
     ctx = context_of(cfg)
-    options: dict[str, Any] = {"ssl_context": ctx}
+    # secrets: what post() masks in a kept receiver answer (the tenant's credentials).
+    options: dict[str, Any] = {"ssl_context": ctx, "secrets": cfg.redaction_values}
     # server_name names the tenant's endpoint: a target_url on another host keeps its own name.
     if cfg.tls is not None and cfg.tls.server_name and urlsplit(url).hostname == urlsplit(cfg.base_url).hostname:
         options["server_hostname"] = cfg.tls.server_name

@@ -17,7 +17,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from relay.config import ConfigError, Snapshot, TenantConfig, load_path, parse_tenant, tenant_file_text, warnings
+from relay.config import (
+    ConfigError,
+    Snapshot,
+    TenantConfig,
+    load_path,
+    other_tenants_in,
+    parse_tenant,
+    tenant_file_text,
+    warnings,
+)
 from relay.errors import (
     ConfigReadOnly,
     ConfigRejected,
@@ -149,6 +158,10 @@ class ConfigManager:
 
     # ---- API writes --------------------------------------------------------------------
 
+    def check_writable(self) -> None:
+        """409 unless the API may change tenants; called before a request body is even read."""
+        self._writable_dir()
+
     def _writable_dir(self) -> Path:
         if self.read_only:
             raise ConfigReadOnly("config is read-only (--read-only-config); change it in Git")
@@ -158,12 +171,13 @@ class ConfigManager:
 
     async def write_tenant(self, data: Any) -> tuple[TenantConfig, bool]:
         """Validate, write `<config>/<tenant_id>.yaml` atomically (mode 0600), apply. (config, created)."""
-        cfg = parse_tenant(data, "request body")
         directory = self._writable_dir()
+        cfg = parse_tenant(data, "request body", literal=True)
         target = directory / f"{cfg.tenant_id}.yaml"
         self._check_owner(cfg.tenant_id, target)
         created = cfg.tenant_id not in self.snapshot.tenants
-        previous = target.read_bytes() if target.exists() else None
+        previous = await asyncio.to_thread(_read_if_exists, target)
+        _check_sole_tenant(cfg.tenant_id, target, previous, self.snapshot)
         await asyncio.to_thread(_atomic_write, target, tenant_file_text(data).encode())
         if not await self.reload("API configure", force=True):
             # The new file broke the set as a whole (e.g. a clash): put things back as they were.
@@ -190,6 +204,40 @@ class ConfigManager:
         source = self.snapshot.sources.get(tenant_id)
         if source is not None and Path(source).resolve() != target.resolve():
             raise TenantConflict(f"tenant {tenant_id!r} is defined in {Path(source).name}; edit that file instead")
+
+
+class FileHoldsOtherTenants(TenantConflict):
+    """`<tenant_id>.yaml` holds other tenants too: the API will not replace it."""
+
+    code = "file_holds_other_tenants"
+
+
+def _read_if_exists(target: Path) -> bytes | None:
+    try:
+        return target.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _write_error(exc) from None
+
+
+def _check_sole_tenant(tenant_id: str, target: Path, content: bytes | None, snap: Snapshot) -> None:
+    """409 when `<tenant_id>.yaml` holds any tenant but this one: replacing it would drop them.
+
+    Checked against the running config and against the file as it is on disk now (it may have
+    been edited since the last reload, or hold tenants that did not load).
+    """
+    others = sorted(t for t, src in snap.sources.items() if t != tenant_id and Path(src).resolve() == target.resolve())
+    if content is not None and not others:
+        others = sorted(other_tenants_in(content, tenant_id))
+    named = [t for t in others if t != "?"]
+    if named:
+        what = f"also defines {', '.join(repr(t) for t in named[:5])}"
+    elif others:
+        what = f"does not hold tenant {tenant_id!r} alone"
+    else:
+        return
+    raise FileHoldsOtherTenants(f"{target.name} {what}; edit that file instead")
 
 
 def _write_error(exc: OSError) -> ConfigWriteError:

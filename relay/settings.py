@@ -38,6 +38,7 @@ class Settings:
     compact_interval: float = 30.0
     max_pending: int = 1_000_000
     max_journal_bytes: int | None = None
+    receive_tolerance: float = 300.0
 
     def __repr__(self) -> str:
         # The token must never reach a log line, even through a debug repr.
@@ -131,6 +132,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         "--config-rescan-interval",
         default=_env("config_rescan_interval") or str(d.config_rescan_interval),
         help="seconds between periodic config rescans (the backstop of the file watcher)",
+    )
+    p.add_argument(
+        "--receive-tolerance",
+        default=_env("receive_tolerance") or str(d.receive_tolerance),
+        help="seconds a /receive timestamp may be away from now before it is refused as stale (extension)",
     )
     _add_journal_arguments(p, d)
 
@@ -235,6 +241,7 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         max_journal_bytes=int(num("max-journal-bytes", ns.max_journal_bytes, int, 4096))
         if ns.max_journal_bytes
         else None,
+        receive_tolerance=num("receive-tolerance", ns.receive_tolerance, float, 1),
     )
     if not s.config.exists():
         # The commonest first-run mistake is starting from another directory: say where the

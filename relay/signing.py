@@ -27,9 +27,14 @@ __all__ = [
     "standard_webhooks_ed25519_sign",
     "standard_webhooks_key",
     "standard_webhooks_sign",
+    "timestamp_fresh",
     "verify_signature",
+    "verify_standard_webhooks",
     "verify_standard_webhooks_ed25519",
 ]
+
+# How far a signed timestamp may be from the receiver's clock (Standard Webhooks uses 5 minutes).
+DEFAULT_TOLERANCE = 300.0
 
 _SPLIT = re.compile(r"[,\s]+")
 
@@ -59,7 +64,7 @@ def verify_signature(body: bytes | str, signature: str, secret: str) -> bool:
     for candidate in _SPLIT.split(signature.strip()):
         if candidate:
             # No early exit: compare against every candidate.
-            ok |= hmac.compare_digest(candidate.encode(), expected)
+            ok |= hmac.compare_digest(candidate.encode("utf-8", "surrogatepass"), expected)
     return ok
 
 
@@ -140,3 +145,29 @@ def verify_standard_webhooks_ed25519(
             continue
         return True
     return False
+
+
+def verify_standard_webhooks(msg_id: str, timestamp: str, body: bytes, signature: str, secret: str) -> bool:
+    """True when one of the space-separated `v1,<base64>` signatures in `signature` matches.
+
+    `timestamp` is checked for shape only; freshness is `timestamp_fresh`'s job. Constant-time
+    comparison of every candidate, as in `verify_signature`.
+    """
+    if not msg_id or not (timestamp.isascii() and timestamp.isdigit()) or not secret.startswith("whsec_"):
+        return False
+    try:
+        expected = standard_webhooks_sign(msg_id, int(timestamp), body, secret).encode()
+    except (SignatureError, ValueError):
+        return False
+    ok = False
+    for candidate in signature.split():
+        ok |= hmac.compare_digest(candidate.encode("utf-8", "surrogatepass"), expected)
+    return ok
+
+
+def timestamp_fresh(value: str | None, now: float, tolerance: float = DEFAULT_TOLERANCE) -> bool:
+    """True when `value` is UNIX seconds within `tolerance` of `now` (either side: clocks drift)."""
+    text = (value or "").strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
+        return False
+    return abs(int(text) - now) <= tolerance

@@ -33,6 +33,11 @@ METRIC_OUTCOME = {
 }
 
 
+_NOT_ALLOWED = (
+    "target_url is not allowed by the tenant's current config (not base_url's origin or allowed_target_hosts)"
+)
+
+
 async def send(
     session: aiohttp.ClientSession,
     cfg: TenantConfig,
@@ -40,6 +45,10 @@ async def send(
     event_id: str,
     egress: EgressPolicy,
 ) -> Outcome:
+    if stored.target_url is not None and not cfg.target_allowed(stored.target_url):
+        # Accepted under an older config: the tenant's signature, auth and headers go only to its
+        # own origin and allowed_target_hosts (SPEC §3), so this event is refused, never sent.
+        return Outcome("refused", None, _NOT_ALLOWED, 0.0)
     try:
         headers = build_headers(cfg, stored, event_id, int(time.time()))
         url = stored.target_url or cfg.base_url
