@@ -11,7 +11,15 @@
 // timingSafeEqual throws on buffers of different lengths, so check the length first (the length
 // of a sha256= signature is public anyway).
 //
-// Delivery is at-least-once: dedupe on X-Event-ID (kept in memory here; use your database).
+// Replays: the signature covers only the body, so a captured request can be resent with any
+// headers. What the body says is signed: its `id` and `created_at`. This receiver refuses (401)
+// an X-Timestamp more than 5 minutes from now (stops careless replays; the header is not
+// signed), a created_at older than MAX_AGE_SECONDS (default one day), and dedupes on the body's
+// `id` (never on the X-Event-ID header alone) for at least as long, so every capture young enough
+// to pass the age check is caught as a duplicate.
+//
+// Delivery is at-least-once: a duplicate is acknowledged (200) but not processed again. The ids
+// are kept in memory here; keep them with the effects of processing (a unique key in your DB).
 // GET /stats answers {"accepted", "duplicates", "rejected"}; each decision is logged on stdout.
 'use strict';
 
@@ -21,6 +29,8 @@ const http = require('node:http');
 const port = Number(process.argv[2] || process.env.PORT || 9000);
 const secret = process.argv[3] || process.env.WEBHOOK_SECRET;
 const host = process.env.HOST || '127.0.0.1';
+const maxAge = Number(process.env.MAX_AGE_SECONDS || 86400);
+const clockSkew = 300; // seconds X-Timestamp and created_at may be off from this machine's clock
 if (!secret) {
   console.error('usage: node receiver_node.js PORT SECRET (or set WEBHOOK_SECRET)');
   process.exit(2);
@@ -42,7 +52,7 @@ function verifySignature(body, header) {
   return ok;
 }
 
-const seen = new Set();
+const seen = new Map(); // event id (from the signed body) -> created_at in UNIX seconds
 const stats = { accepted: 0, duplicates: 0, rejected: 0 };
 
 function reply(res, status, obj) {
@@ -57,26 +67,39 @@ const server = http.createServer((req, res) => {
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
     const body = Buffer.concat(chunks); // the raw bytes: exactly what was signed
-    const eventId = req.headers['x-event-id'] || '-';
-    if (!verifySignature(body, req.headers['x-webhook-signature'])) {
+    const headerId = req.headers['x-event-id'] || '-';
+    const reject = (id, why, status = 401) => {
       stats.rejected += 1;
-      console.log(`rejected ${eventId}: bad signature`);
-      return reply(res, 401, { error: 'invalid signature' });
+      console.log(`rejected ${id}: ${why}`);
+      return reply(res, status, { error: why });
+    };
+    if (!verifySignature(body, req.headers['x-webhook-signature'])) return reject(headerId, 'bad signature');
+    const now = Date.now() / 1000;
+    const stamp = String(req.headers['x-timestamp'] || '');
+    if (!/^[0-9]{1,12}$/.test(stamp) || Math.abs(Number(stamp) - now) > clockSkew) {
+      return reject(headerId, 'stale or missing X-Timestamp');
     }
+    let event;
+    try {
+      event = JSON.parse(body.toString('utf8'));
+    } catch (e) {
+      return reject(headerId, 'not a hookrelay envelope', 400);
+    }
+    const eventId = event && typeof event.id === 'string' ? event.id : null; // signed, unlike X-Event-ID
+    if (!eventId) return reject(headerId, 'not a hookrelay envelope', 400);
+    const created = Date.parse(event.created_at) / 1000;
+    if (!Number.isFinite(created) || created < now - maxAge || created > now + clockSkew) {
+      return reject(eventId, 'stale created_at (older than MAX_AGE_SECONDS)');
+    }
+    for (const [id, at] of seen) if (at < now - maxAge) seen.delete(id); // too old to pass again
     if (seen.has(eventId)) {
       stats.duplicates += 1;
       console.log(`duplicate ${eventId}: already processed, acknowledging again`);
       return reply(res, 200, { status: 'duplicate' });
     }
-    seen.add(eventId);
+    seen.set(eventId, created);
     stats.accepted += 1;
-    let eventType = '?';
-    try {
-      eventType = JSON.parse(body.toString('utf8')).event_type;
-    } catch (e) {
-      // signed but not JSON: still acknowledged; hookrelay always sends JSON
-    }
-    console.log(`accepted ${eventId} ${eventType}`);
+    console.log(`accepted ${eventId} ${event.event_type}`);
     return reply(res, 200, { status: 'ok' });
   });
 });

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,67 @@ def test_webhook_usage_script_fails_cleanly_without_daemon() -> None:
     assert "connection_error" in r.stderr
 
 
+def envelope(event_id: str, age: float = 0.0) -> bytes:
+    """A delivery body as hookrelay builds it, created `age` seconds ago."""
+    created = datetime.fromtimestamp(time.time() - age, UTC).isoformat(timespec="milliseconds")
+    body = {
+        "id": event_id,
+        "event_type": "user.created",
+        "tenant_id": "rcv",
+        "created_at": created.replace("+00:00", "Z"),
+    }
+    return json.dumps({**body, "severity": "Medium", "context": {}, "payload": {}}).encode()
+
+
+def post_signed(
+    port: int, body: bytes, secret: str, *, event_id: str | None = None, timestamp: float | None = None
+) -> tuple[int, Any]:
+    """POST `body` signed with `secret`, with the headers hookrelay sends (overridable, as a replay would)."""
+    headers = {
+        "X-Event-ID": event_id or json.loads(body)["id"],
+        "X-Webhook-Signature": sign(body, secret),
+        "X-Timestamp": str(int(time.time() if timestamp is None else timestamp)),
+        "Content-Type": "application/json",
+    }
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/webhooks", data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def _replays_are_refused(port: int, secret: str) -> None:
+    """The replay attacks of issue 13 against a running receiver: none of them is processed."""
+    captured = envelope("evt_replayed")
+    # One signed body, three times, under three X-Event-ID headers: processed once.
+    answers = [post_signed(port, captured, secret, event_id=f"evt_fake{i}") for i in range(3)]
+    assert [a[1]["status"] for a in answers] == ["ok", "duplicate", "duplicate"]
+    # A stale X-Timestamp (the header hookrelay sets per attempt) is refused...
+    assert post_signed(port, envelope("evt_old_stamp"), secret, timestamp=1)[0] == 401
+    assert post_signed(port, envelope("evt_future"), secret, timestamp=time.time() + 3600)[0] == 401
+    # ...and so is a body whose signed created_at is older than the receiver's max age, whatever
+    # fresh headers the replay carries.
+    assert post_signed(port, envelope("evt_old_body", age=2 * 86400), secret)[0] == 401
+    stats = get_json(f"http://127.0.0.1:{port}/stats")
+    assert (stats["accepted"], stats["duplicates"], stats["rejected"]) == (1, 2, 3)
+
+
+def test_python_receiver_refuses_replays(tmp_path: Path) -> None:
+    port, secret = free_port(), "rcv-secret"
+    cmd = [sys.executable, str(EXAMPLES / "receiver_aiohttp.py"), "--port", str(port), "--secret", secret]
+    with process(cmd, tmp_path / "r.log", f"http://127.0.0.1:{port}/stats"):
+        _replays_are_refused(port, secret)
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed: the Node.js receiver is not run")
+def test_node_receiver_refuses_replays(tmp_path: Path) -> None:
+    port, secret = free_port(), "node-secret"
+    cmd = [str(shutil.which("node")), str(EXAMPLES / "receiver_node.js"), str(port), secret]
+    with process(cmd, tmp_path / "n.log", f"http://127.0.0.1:{port}/stats"):
+        _replays_are_refused(port, secret)
+
+
 def _deliver_to_receiver(make_daemon: Any, tmp_path: Path, port: int, secret: str) -> tuple[Daemon, list[str]]:
     write_tenant(
         tmp_path / "config",
@@ -134,16 +196,9 @@ def test_python_receiver(make_daemon: Any, tmp_path: Path) -> None:
         assert {e["id"] for e in stats["events"]} == {a, b, a + "-dup"}
 
         # At-least-once: the same event redelivered (a requeued dead letter, or a lost answer) is
-        # acknowledged but not processed twice. Replay one delivery by hand, exactly as received.
-        body = json.dumps({"id": a, "event_type": "user.created", "payload": {}}).encode()
-        req = urllib.request.Request(
-            f"http://127.0.0.1:{port}/webhooks",
-            data=body,
-            method="POST",
-            headers={"X-Event-ID": a, "X-Webhook-Signature": sign(body, secret), "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            assert json.loads(resp.read()) == {"status": "duplicate"}
+        # acknowledged but not processed twice. Replay one delivery by hand.
+        status, answer = post_signed(port, envelope(a), secret)
+        assert (status, answer) == (200, {"status": "duplicate"})
         stats = get_json(f"http://127.0.0.1:{port}/stats")
         assert (stats["accepted"], stats["duplicates"]) == (3, 1)
     text = log.read_text()
@@ -159,18 +214,7 @@ def test_python_receiver_accepts_rotated_secret(tmp_path: Path) -> None:
     cmd += ["--secret", "new", "--secret", "old"]
     with process(cmd, tmp_path / "r.log", f"http://127.0.0.1:{port}/stats"):
         for i, key in enumerate(["new", "old", "wrong"]):
-            body = json.dumps({"id": f"e{i}"}).encode()
-            req = urllib.request.Request(
-                f"http://127.0.0.1:{port}/",
-                data=body,
-                method="POST",
-                headers={"X-Event-ID": f"e{i}", "X-Webhook-Signature": sign(body, key)},
-            )
-            try:
-                with urllib.request.urlopen(req, timeout=5) as resp:
-                    status = resp.status
-            except urllib.error.HTTPError as err:
-                status = err.code
+            status, _ = post_signed(port, envelope(f"e{i}"), key)
             assert status == (401 if key == "wrong" else 200)
 
 
