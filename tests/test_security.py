@@ -331,7 +331,8 @@ def test_malformed_requests_never_reach_a_500(make_daemon: Any, sink: Sink) -> N
     d.start()
     tok = b"Authorization: Bearer ingest-tok-a1a1\r\n"
     requests = [
-        b"GET /api/v1/webhooks/configs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n",
+        b"GET /api/v1/webhooks/configs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n"
+        b"Connection: close\r\n\r\n",
         b"GET /api/v1/webhooks/configs HTTP/1.1\r\nHost: x\r\nAuthorization: \x80\x81\x82\r\nConnection: close\r\n\r\n",
         b"GET /api/v1/webhooks/events/%ff%fe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         b"GET /api/v1/webhooks/events/%ff%fe HTTP/1.1\r\nHost: x\r\n" + tok + b"Connection: close\r\n\r\n",
@@ -417,3 +418,107 @@ def test_reserved_default_headers_and_strict_json(make_daemon: Any, sink: Sink) 
     )
     assert code == 400 and "duplicate key" in body["error"]["message"]
     assert sink.received == []
+
+
+# ---- the pieces, in-process -------------------------------------------------------------------
+
+
+def test_redact_urls_headers_and_echoes() -> None:
+    from relay import redact
+
+    assert redact.url("https://u:p@h.example:8443/a/b?api_key=k1&x=2&flag#frag") == (
+        "https://***@h.example:8443/a/b?api_key=***&x=***&flag#***"
+    )
+    assert redact.url("https://tok@h/") == "https://***@h/"
+    assert redact.url("http://h/plain") == "http://h/plain"
+    assert (
+        redact.text("400, message='x', url='http://h:1/x?token=t0k'")
+        == "400, message='x', url='http://h:1/x?token=***'"
+    )
+    assert redact.text("Cannot connect to http://a:b@[::1/ now") == "Cannot connect to http://***@[::1/ now"
+    shown = redact.headers({"Content-Type": "a", "X-Auth": "s", "Authentication": "s", "x-api-version": "v2"})
+    assert shown == {"Content-Type": "a", "X-Auth": "***", "Authentication": "***", "x-api-version": "v2"}
+    values = redact.secret_values(["sk_1234", "ab"], {"Authorization": "Bearer tok_5678", "Accept": "text/html"})
+    assert values == ("Bearer tok_5678", "tok_5678", "sk_1234")  # too-short and harmless values left out
+    assert redact.scrub("auth=Bearer tok_5678 alone=tok_5678 key=sk_1234 ab text/html", values) == (
+        "auth=*** alone=*** key=*** ab text/html"
+    )
+
+
+def test_egress_unwraps_ipv4_embedded_in_ipv6() -> None:
+    from relay.dispatch import EgressPolicy
+
+    policy = EgressPolicy()
+    for address in (
+        "168.63.129.16",
+        "::ffff:169.254.169.254",
+        "64:ff9b::a9fe:a9fe",
+        "2002:a9fe:a9fe::1",
+        "::a9fe:a9fe",
+        "::169.254.169.254",
+        "64:ff9b::100.100.100.200",
+    ):
+        assert policy.refusal(address) is not None, address
+    assert policy.refusal("::1") is None and policy.refusal("::") is None  # IPv6's own, not 0.0.0.x
+    assert policy.refusal("2001:db8::a9fe:a9fe") is None
+    private = EgressPolicy(deny_private=True)
+    assert private.refusal("64:ff9b::a00:1") is not None  # NAT64 of 10.0.0.1
+    assert private.refusal("2002:7f00:1::") is not None  # 6to4 of 127.0.0.1
+    import ipaddress
+
+    allowed = EgressPolicy(allow=(ipaddress.ip_network("169.254.0.0/16"),))
+    assert allowed.refusal("64:ff9b::a9fe:a9fe") is None
+
+
+def test_secret_file_reader_refuses_special_and_large_files(tmp_path: Path) -> None:
+    from relay.config import MAX_SECRET_FILE, _read_secret_bytes
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    start = time.monotonic()
+    assert _read_secret_bytes(fifo) is None  # returns at once: no writer is waited for
+    assert time.monotonic() - start < 1.0
+    assert _read_secret_bytes(Path("/dev/zero")) is None
+    assert _read_secret_bytes(tmp_path) is None
+    exact = tmp_path / "exact"
+    exact.write_bytes(b"s" * MAX_SECRET_FILE)
+    assert _read_secret_bytes(exact) == b"s" * MAX_SECRET_FILE
+    exact.write_bytes(b"s" * (MAX_SECRET_FILE + 1))
+    assert _read_secret_bytes(exact) is None
+
+
+def test_yaml_default_headers_and_allowed_hosts_are_checked(tmp_path: Path) -> None:
+    from relay.config import ConfigError, load_path, parse_tenant
+
+    base = {"tenant_id": "a", "base_url": "https://api.example.com/hooks", "secret_key": "k"}
+    f = tmp_path / "a.yaml"
+    f.write_text(yaml.safe_dump({**base, "default_headers": {"Transfer-Encoding": "chunked", "X-Ok": "1"}}))
+    with pytest.raises(ConfigError) as info:
+        load_path(tmp_path)
+    assert info.value.problems == [
+        f"{f}: default_headers.Transfer-Encoding: "
+        "this header is set by hookrelay on every delivery and cannot be configured"
+    ]
+    f.write_text(yaml.safe_dump({**base, "allowed_target_hosts": ["https://x.example.com", "*.com", "ok.example.com"]}))
+    with pytest.raises(ConfigError) as info:
+        load_path(tmp_path)
+    assert [p.split(": ")[1] for p in info.value.problems] == ["allowed_target_hosts[0]", "allowed_target_hosts[1]"]
+
+    t = parse_tenant({**base, "allowed_target_hosts": ["*.partner.example", "hooks.other.example"]}, "x", {})
+    allowed = [
+        "https://api.example.com/other?q=1",
+        "https://API.example.com:443/x",
+        "http://a.partner.example:8080/x",
+        "https://b.c.partner.example/",
+        "https://hooks.other.example/x",
+    ]
+    refused = [
+        "http://api.example.com/hooks",
+        "https://api.example.com:8443/hooks",
+        "https://partner.example/",
+        "https://evilpartner.example/",
+        "https://api.example.com.evil.example/",
+        "https://other.example/",
+    ]
+    assert [u for u in allowed if not t.target_allowed(u)] == []
+    assert [u for u in refused if t.target_allowed(u)] == []
