@@ -61,7 +61,9 @@ def check_json_body(body: bytes) -> bytes:
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ApiError(400, "bad_json", f"request body is not valid UTF-8 (invalid byte at offset {exc.start})") from None
+        raise ApiError(
+            400, "bad_json", f"request body is not valid UTF-8 (invalid byte at offset {exc.start})"
+        ) from None
     colons = body.count(b":")
     if colons < 2:
         return body  # fewer than two keys in the whole document

@@ -194,6 +194,11 @@ SCHEMAS: dict[str, Any] = {
                 "properties": {"failure_threshold": {"type": "integer"}, "enabled": {"type": "boolean"}},
             },
             "previous_secret_keys": {"type": "array", "items": {"type": "string"}},
+            "allowed_target_hosts": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "hosts a target_url may name besides the origin of base_url (*.example.com allowed)",
+            },
         },
     },
     "TenantMetrics": {
@@ -338,7 +343,9 @@ def document() -> dict[str, Any]:
                 "responses": {
                     "200": _json({"type": "object"}, "replaced"),
                     "201": _json({"type": "object"}, "created"),
-                    "409": _err("read-only config, or tenant defined in another file"),
+                    "409": _err(
+                        "read-only config, tenant defined in another file, or <tenant_id>.yaml holds other tenants"
+                    ),
                     **_BAD,
                 },
             }
@@ -462,11 +469,18 @@ def document() -> dict[str, Any]:
                 "parameters": [
                     {"name": "X-Tenant-ID", "in": "header", "required": False, "schema": {"type": "string"}},
                     {"name": "X-Webhook-Signature", "in": "header", "required": False, "schema": {"type": "string"}},
+                    {"name": "X-Timestamp", "in": "header", "required": False, "schema": {"type": "string"}},
+                    {"name": "webhook-id", "in": "header", "required": False, "schema": {"type": "string"}},
+                    {"name": "webhook-timestamp", "in": "header", "required": False, "schema": {"type": "string"}},
+                    {"name": "webhook-signature", "in": "header", "required": False, "schema": {"type": "string"}},
                 ],
                 "requestBody": {"required": False, "content": {"application/octet-stream": {"schema": {}}}},
                 "responses": {
                     "200": _json({"type": "object", "properties": {"valid": {"const": True}}}, "valid"),
-                    "401": _json({"type": "object", "properties": {"valid": {"const": False}}}, "invalid"),
+                    "401": _json(
+                        {"type": "object", "properties": {"valid": {"const": False}}},
+                        "bad signature, or a timestamp more than --receive-tolerance (300 s) from now",
+                    ),
                 },
             }
         },
