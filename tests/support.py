@@ -145,6 +145,19 @@ class Sink:
         raise AssertionError(f"sink got {len(got)} requests, expected {count} within {timeout}s")
 
 
+def raw_http(port: int, data: bytes, wait: float = 5.0) -> bytes:
+    """Send raw bytes, read until the server closes (or `wait` passes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as c:
+        c.sendall(data)
+        out = b""
+        try:
+            while chunk := c.recv(65536):
+                out += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    return out
+
+
 def write_tenant(config_dir: Path, tenant_id: str, base_url: str, **extra: Any) -> Path:
     data: dict[str, Any] = {"tenant_id": tenant_id, "base_url": base_url, "secret_key": f"{tenant_id}-secret"}
     data.update(extra)

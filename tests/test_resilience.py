@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.support import Daemon, Reply, Sink, free_port, write_tenant
+from tests.support import Daemon, Reply, Sink, free_port, raw_http, write_tenant
 
 SEND = "/api/v1/webhooks/send"
 BATCH = "/api/v1/webhooks/send-batch"
@@ -79,19 +79,6 @@ def accepted(d: Daemon, tenant: str, **kw: Any) -> str:
 def p99(values: list[float]) -> float:
     s = sorted(values)
     return s[max(0, math.ceil(0.99 * len(s)) - 1)]
-
-
-def raw_http(port: int, data: bytes, wait: float = 5.0) -> bytes:
-    """Send raw bytes, read until the server closes (or `wait` passes)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=wait) as c:
-        c.sendall(data)
-        out = b""
-        try:
-            while chunk := c.recv(65536):
-                out += chunk
-        except (TimeoutError, ConnectionResetError):
-            pass
-    return out
 
 
 def status_of(raw: bytes) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import socketserver
 import threading
 import time
@@ -22,7 +21,7 @@ import pytest
 import yaml
 
 from relay.signing import sign, standard_webhooks_sign
-from tests.support import Daemon, Reply, Sink, write_tenant
+from tests.support import Daemon, Reply, Sink, raw_http, write_tenant
 
 SEND = "/api/v1/webhooks/send"
 CONFIGURE = "/api/v1/webhooks/configure"
@@ -36,18 +35,6 @@ def wait_until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
             return got
         time.sleep(0.03)
     raise AssertionError(f"not within {timeout}s: {what}")
-
-
-def raw_http(port: int, data: bytes, wait: float = 5.0) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=wait) as c:
-        c.sendall(data)
-        out = b""
-        try:
-            while chunk := c.recv(65536):
-                out += chunk
-        except (TimeoutError, ConnectionResetError):
-            pass
-    return out
 
 
 def everything_said(d: Daemon, event_ids: list[str]) -> str:
