@@ -25,6 +25,7 @@ import base64
 import binascii
 import functools
 import hashlib
+import ipaddress
 import math
 import os
 import random
@@ -78,11 +79,11 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # hookrelay reads its environment once, at start: a tenant file with a new ${VAR} loads only after
 # the variable is set *and* the daemon restarted, which the error should say.
 UNSET_HINT = " (hookrelay reads variables at start-up: a new one needs a restart)"
-# allowed_target_hosts entries: a DNS name or IP literal, optionally "*." + a name with a dot.
+# allowed_target_hosts entries: a DNS name, optionally "*." + a name with a dot (IP literals are
+# checked with ipaddress instead).
 _ALLOWED_HOST = re.compile(
     r"(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)+"
     r"|[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?"
-    r"|\[?[0-9a-f:.]+\]?"
 )
 _VAR_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\{")
 MAX_SECRET_FILE = 64 * 1024  # a secret file larger than this is refused, not read
@@ -733,6 +734,14 @@ def _check_url(url: str) -> str | None:
     return host_problem(parts.hostname)
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_whsec(problems: _Problems, path: str, secret: str) -> None:
     try:
         key = standard_webhooks_key(secret)
@@ -775,7 +784,7 @@ def _check(t: dict[str, Any], problems: _Problems) -> None:
         problems.add("circuit_breaker.failure_threshold", "must be >= 1")
 
     for i, host in enumerate(t.get("allowed_target_hosts", ())):
-        if not _ALLOWED_HOST.fullmatch(host.lower()):
+        if not (_ALLOWED_HOST.fullmatch(host.lower()) or _is_ip(host.strip("[]"))):
             problems.add(
                 f"allowed_target_hosts[{i}]",
                 "must be a host name (or *.example.com for the names below example.com), without scheme or port",
