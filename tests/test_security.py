@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from relay.signing import sign, standard_webhooks_sign
+from relay.signing import sign, standard_webhooks_ed25519_sign, standard_webhooks_sign
 from tests.support import Daemon, Reply, Sink, raw_http, write_tenant
 
 SEND = "/api/v1/webhooks/send"
@@ -341,6 +341,8 @@ def test_receive_checks_timestamps_and_standard_webhooks(make_daemon: Any, sink:
     d = make_daemon(args=["--receive-tolerance", "30"])
     write_tenant(d.config, "hm", sink.url, secret_key="hm-secret")
     write_tenant(d.config, "sw", sink.url, secret_key=whsec, signature_schemes=["hmac-sha256", "standard-webhooks"])
+    whsk = "whsk_" + base64.b64encode(b"e" * 32).decode()
+    write_tenant(d.config, "ed", sink.url, signing_key=whsk, signature_schemes=["standard-webhooks-ed25519"])
     d.start()
     body = b'{"id":"evt_1","payload":{}}'
     now = int(time.time())
@@ -370,6 +372,14 @@ def test_receive_checks_timestamps_and_standard_webhooks(make_daemon: Any, sink:
     bad_sw = {**sw("evt_1", now - 60), "X-Webhook-Signature": sign(body, whsec)}
     assert receive("sw", **bad_sw) == 401
     assert receive("hm", **sw("evt_1", now)) == 401  # not a whsec_ tenant
+
+    def ed(msg_id: str, ts: int) -> dict[str, str]:
+        sig = standard_webhooks_ed25519_sign(msg_id, ts, body, whsk)
+        return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": sig}
+
+    assert receive("ed", **ed("evt_1", now)) == 200  # v1a (Ed25519) verified with the tenant's key
+    assert receive("ed", **ed("evt_1", now - 60)) == 401
+    assert receive("ed", **{**ed("evt_1", now), "webhook-id": "evt_2"}) == 401
 
 
 # ---- 8. reserved headers; 9. strict JSON ------------------------------------------------------
