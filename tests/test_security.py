@@ -156,7 +156,9 @@ def test_target_url_cannot_borrow_credentials(make_daemon: Any, sink: Sink) -> N
         assert first.headers["Authorization"] == "Bearer bearer-tok-5e1d"
         write_tenant(d.config, "partner", sink.url + "/p", auth_config=auth)
         view = d.wait_status(body["event_id"], "dead", timeout=10)
-        assert len(view["attempts"]) == 1
+        # The refusal is recorded as an attempt that sent nothing (like an egress refusal).
+        assert [a["status_code"] for a in view["attempts"]] == [503, None]
+        assert "not allowed" in view["attempts"][1]["error"]
         dead = d.request("GET", "/api/v1/webhooks/dead-letter?tenant_id=partner")[1]["items"]
         assert "not allowed" in dead[0]["failure_reason"]
         time.sleep(0.3)
