@@ -3,8 +3,9 @@
 Everything that leaves the daemon as text (log lines, API answers, attempt records, dead-letter
 reasons, the journal) and may hold a credential goes through here:
 
-- `url` / `text`: userinfo (`user:password@`) and query values (`?api_key=...`) are replaced by
-  `***` in a URL, or in every URL found inside free text such as an exception message;
+- `url` / `text`: the password of userinfo (`user:***@`; a lone `token@` becomes `***@`) and
+  query values (`?api_key=***`) are masked in a URL, or in every URL found inside free text such
+  as an exception message;
 - `headers`: every header value is `***` unless its name is on a short allow-list of names that
   never carry a credential (`Content-Type`, `Accept`, `User-Agent`, `X-API-Version`, ...). An
   allow-list, not a deny-list: a regex over names misses `X-Auth` or `Authentication`;
@@ -60,7 +61,11 @@ def url(value: str) -> str:
         return _mask_userinfo_raw(value)
     netloc = parts.netloc
     if "@" in netloc:
-        netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
+        userinfo, _, host = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        # user:password keeps the user name (it helps to debug); a lone user name is often itself
+        # the credential (https://<token>@host), so it is masked.
+        netloc = f"{user}:{MASK}@{host}" if colon else f"{MASK}@{host}"
     query = parts.query
     if query:
         query = "&".join(_mask_pair(p) for p in query.split("&"))
@@ -75,7 +80,8 @@ def _mask_pair(pair: str) -> str:
 
 def _mask_userinfo_raw(value: str) -> str:
     # urlsplit refused it (e.g. a bad IPv6 literal): still hide anything between // and @.
-    return re.sub(r"//[^/?#\s]*@", f"//{MASK}@", value)
+    value = re.sub(r"//([^/?#\s:@]*):[^/?#\s@]*@", rf"//\1:{MASK}@", value)
+    return re.sub(r"//[^/?#\s:@]+@", f"//{MASK}@", value)
 
 
 def text(message: str) -> str:

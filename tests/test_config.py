@@ -446,8 +446,7 @@ def test_masked() -> None:
     assert m["auth_config"] == {"auth_type": "ApiKey", "token": "***", "header_name": None}
     assert m["default_headers"]["X-API-Version"] == "v2"
     assert all(v == "***" for k, v in m["default_headers"].items() if k != "X-API-Version")
-    # The whole userinfo: a user name alone can be a token (https://<token>@host).
-    assert m["base_url"] == "https://***@example.com/x"
+    assert m["base_url"] == "https://user:***@example.com/x"
     assert m["retry_policy"]["max_retries"] == 5
     assert m["enabled_events"] == ["*"]
     assert set(m) == set(TenantConfig.__struct_fields__)

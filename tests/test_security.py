@@ -273,7 +273,7 @@ def test_no_secret_in_any_answer_log_or_journal(make_daemon: Any, sink: Sink, ga
     assert sink.on("/echo")[0].headers["Authorization"] == f"Basic {basic_b64}"
     configs = {c["tenant_id"]: c for c in d.request("GET", "/api/v1/webhooks/configs")[1]["configs"]}
     assert configs["leaky"]["default_headers"] == {"X-Auth": "***", "Authentication": "***", "X-API-Version": "v2"}
-    assert configs["leaky"]["base_url"] == f"http://***@127.0.0.1:{garbage.port}/x?api_key=***"
+    assert configs["leaky"]["base_url"] == f"http://user:***@127.0.0.1:{garbage.port}/x?api_key=***"
 
     d.stop()
     said = everything_said_after_stop = d.logs()
@@ -426,7 +426,7 @@ def test_redact_urls_headers_and_echoes() -> None:
     from relay import redact
 
     assert redact.url("https://u:p@h.example:8443/a/b?api_key=k1&x=2&flag#frag") == (
-        "https://***@h.example:8443/a/b?api_key=***&x=***&flag#***"
+        "https://u:***@h.example:8443/a/b?api_key=***&x=***&flag#***"
     )
     assert redact.url("https://tok@h/") == "https://***@h/"
     assert redact.url("http://h/plain") == "http://h/plain"
@@ -434,7 +434,7 @@ def test_redact_urls_headers_and_echoes() -> None:
         redact.text("400, message='x', url='http://h:1/x?token=t0k'")
         == "400, message='x', url='http://h:1/x?token=***'"
     )
-    assert redact.text("Cannot connect to http://a:b@[::1/ now") == "Cannot connect to http://***@[::1/ now"
+    assert redact.text("Cannot connect to http://a:b@[::1/ now") == "Cannot connect to http://a:***@[::1/ now"
     shown = redact.headers({"Content-Type": "a", "X-Auth": "s", "Authentication": "s", "x-api-version": "v2"})
     assert shown == {"Content-Type": "a", "X-Auth": "***", "Authentication": "***", "x-api-version": "v2"}
     values = redact.secret_values(["sk_1234", "ab"], {"Authorization": "Bearer tok_5678", "Accept": "text/html"})
