@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from relay import redact
+
 State = Literal["enabled", "failing", "disabled"]
 Cause = Literal["", "failing", "gone", "operator"]
 STATES: Final = ("enabled", "failing", "disabled")
@@ -119,7 +121,9 @@ class Endpoint:
     def url_is(self, base_url: str, now: float) -> Change | None:
         """The config says the endpoint is `base_url`; a different one than before enables it."""
         old, self.base_url = self.base_url, base_url
-        if old is None or old == base_url:
+        # The state file keeps the URL redacted (no password or query value on disk), so a URL
+        # loaded from it is compared in that form: only a change a redacted URL shows enables.
+        if old is None or old == base_url or old == redact.url(base_url):
             return None
         return self.enable(now, "base_url changed")
 
@@ -137,7 +141,7 @@ class Endpoint:
             "reason": self.reason,
             "cause": self.cause,
             "failing_since": self.failing_since,
-            "base_url": self.base_url,
+            "base_url": None if self.base_url is None else redact.url(self.base_url),
         }
 
     @classmethod
