@@ -218,7 +218,9 @@ def _prepare(st: AppState, req: SendRequest) -> _Prepared | dict[str, Any]:
             raise invalid("target_url", why)
     event_id = req.event_id or new_event_id()
     envelope = build_envelope(req, event_id)
-    stored = StoredEvent(envelope, req.event_type, req.target_url, req.custom_headers)
+    # The key is kept even for a tenant without `ordering: fifo` (where it is ignored), so a
+    # later switch to fifo orders what is already pending.
+    stored = StoredEvent(envelope, req.event_type, req.target_url, req.custom_headers, req.ordering_key)
     blob = encode_stored(stored)
     return _Prepared(event_id, req.tenant_id, SEVERITY_RANK[req.severity], blob, req.event_id is not None)
 

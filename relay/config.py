@@ -211,6 +211,9 @@ class TenantConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict
     disable_after_seconds: float = 432_000.0
     probe_interval_seconds: float = 300.0
     allowed_target_hosts: tuple[str, ...] = ()
+    # Delivery policy (SPEC §12): per-key FIFO, and answers that end an event at once.
+    ordering: Literal["none", "fifo"] = "none"
+    final_statuses: tuple[int, ...] = (410,)
 
     @functools.cached_property
     def _matcher(self) -> tuple[bool, frozenset[str], tuple[str, ...]]:
@@ -782,6 +785,9 @@ def _check(t: dict[str, Any], problems: _Problems) -> None:
         problems.add("max_in_flight", "must be >= 1")
     if (cb := t.get("circuit_breaker")) is not None and cb.failure_threshold < 1:
         problems.add("circuit_breaker.failure_threshold", "must be >= 1")
+    for i, status in enumerate(t.get("final_statuses", ())):
+        if not 100 <= status <= 599:
+            problems.add(f"final_statuses[{i}]", f"{status} is not an HTTP status (100-599)")
 
     for i, host in enumerate(t.get("allowed_target_hosts", ())):
         if not (_ALLOWED_HOST.fullmatch(host.lower()) or _is_ip(host.strip("[]"))):

@@ -62,6 +62,7 @@ class SendRequest(msgspec.Struct, forbid_unknown_fields=True):
     severity: Severity = "Medium"
     context: dict[str, str] | None = None
     event_id: str | None = None
+    ordering_key: str | None = None
 
 
 class BatchRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -87,6 +88,8 @@ class StoredEvent(msgspec.Struct, array_like=True):
     event_type: str
     target_url: str | None
     custom_headers: dict[str, str] | None
+    # Trailing fields have defaults, so records written before they existed still decode.
+    ordering_key: str | None = None
 
 
 class Attempt(msgspec.Struct, omit_defaults=True):

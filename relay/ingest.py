@@ -24,6 +24,7 @@ _send_decoder = msgspec.json.Decoder(SendRequest)
 _PATH_RE = re.compile(r"at `\$(.*)`$")
 MAX_EVENT_TYPE = 256
 MAX_CONTEXT_ITEMS = 64
+MAX_ORDERING_KEY = 256
 
 
 def too_deep() -> ApiError:
@@ -146,6 +147,8 @@ def validate(req: SendRequest) -> None:
             # Content-Type too: the body is always the JSON envelope that was signed.
             if is_reserved_header(name) or name.lower() == "content-type":
                 raise invalid(field, "this header is set by hookrelay and cannot be overridden")
+    if req.ordering_key is not None and len(req.ordering_key.encode()) > MAX_ORDERING_KEY:
+        raise invalid("ordering_key", f"at most {MAX_ORDERING_KEY} bytes (UTF-8)")
     if req.context and len(req.context) > MAX_CONTEXT_ITEMS:
         raise invalid("context", f"at most {MAX_CONTEXT_ITEMS} entries")
 

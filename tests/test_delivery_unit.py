@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from relay.config import Snapshot, TenantConfig, parse_tenant
+from relay.config import ConfigError, Snapshot, TenantConfig, parse_tenant
 from relay.delivery import DeliveryEngine, Entry
 from relay.delivery.attempt import decide
 from relay.delivery.breaker import Breaker
@@ -448,3 +448,93 @@ async def test_a_tenant_task_that_raises_is_restarted_and_counted(aiohttp_server
         assert h.engine.metrics.registry.get_sample_value("hookrelay_task_restarts_total") == 1.0
     finally:
         await h.engine.stop(1.0)
+
+
+# ---- delivery policy: FIFO keys, retry lanes, final statuses (SPEC §12) -----------------------
+
+
+def keyed(eid: str, key: str, severity: int = 1) -> Entry:
+    e = entry(eid, severity)
+    e.okey = key
+    return e
+
+
+def drain(ts: TenantState, cfg: TenantConfig, now: float) -> list[str]:
+    out = []
+    while isinstance(got := ts.claim(cfg, now), tuple):
+        out.append(got[0].event_id)
+    return out
+
+
+async def test_fifo_only_the_head_of_each_key_is_due_and_severity_orders_keys_not_events() -> None:
+    ts, cfg, now = TenantState("t", fifo=True), tenant(ordering="fifo"), 100.0
+    a1, a2, a3 = keyed("a1", "a", 0), keyed("a2", "a", 3), keyed("a3", "a", 1)
+    b1 = keyed("b1", "b", 2)
+    for e in (a1, a2, a3, b1):
+        ts.add_pending(e)
+        ts.admit(e, None, now)
+    assert drain(ts, cfg, now) == ["b1", "a1"]  # a2 (Critical) waits behind a1 (Low)
+    # a1 fails and is retried later: its key stays held; b's next event flows.
+    a1.state, a1.tries = "retrying", 1
+    ts.schedule(a1, now + 10, now)
+    b2 = keyed("b2", "b")
+    ts.add_pending(b2)
+    ts.admit(b2, None, now)
+    ts.drop_pending(b1, now)
+    assert drain(ts, cfg, now) == ["b2"]
+    ts.release_due(now + 10)
+    assert drain(ts, cfg, now + 10) == ["a1"]
+    ts.drop_pending(a1, now + 10)  # delivered (or dead-lettered): the next of its key is due
+    assert drain(ts, cfg, now + 10) == ["a2"]
+    ts.drop_pending(a2, now + 10)
+    assert drain(ts, cfg, now + 10) == ["a3"]
+
+
+async def test_fifo_switch_on_and_off_keeps_acceptance_order() -> None:
+    ts, now = TenantState("t"), 100.0
+    cfg = tenant()
+    events = [keyed(f"e{i}", "k") for i in range(3)]
+    for e in events:
+        ts.add_pending(e)
+        ts.admit(e, None, now)
+    ts.set_fifo(True, now)
+    assert drain(ts, tenant(ordering="fifo"), now) == ["e0"]
+    ts.set_fifo(False, now)
+    assert drain(ts, cfg, now) == ["e1", "e2"]
+
+
+async def test_retries_take_at_most_half_the_slots_while_first_attempts_wait() -> None:
+    ts, cfg, now = TenantState("t"), tenant(max_in_flight=8), 100.0
+    for i in range(20):
+        r = entry(f"r{i}")
+        r.tries, r.state = 1, "retrying"
+        ts.add_pending(r)
+        ts.schedule(r, None, now)
+        f = entry(f"f{i}")
+        ts.add_pending(f)
+        ts.schedule(f, None, now)
+    taken = []
+    for _ in range(8):
+        got = ts.claim(cfg, now)
+        assert isinstance(got, tuple)
+        ts.in_flight += 1
+        taken.append(got[0].event_id)
+    assert sum(1 for t in taken if t.startswith("r")) == 4 and ts.retry_in_flight == 4
+    # With no first attempt left, retries take every slot.
+    only = TenantState("t")
+    for i in range(8):
+        r = entry(f"r{i}")
+        r.tries, r.state = 1, "retrying"
+        only.schedule(r, None, now)
+    assert len(drain(only, cfg, now)) == 8
+
+
+def test_final_statuses_dead_letter_at_once_and_are_validated() -> None:
+    cfg = tenant(final_statuses=[404, 410])
+    v = decide(Outcome("http_error", 404, "HTTP 404", 0.0), 1, cfg)
+    assert v.kind == "dead" and v.reason is not None and "404" in v.reason
+    assert decide(Outcome("http_error", 404, "HTTP 404", 0.0), 1, tenant()).kind == "retry"
+    assert decide(Outcome("http_error", 410, "HTTP 410", 0.0), 1, tenant(final_statuses=[])).kind == "dead"
+    with pytest.raises(ConfigError) as err:
+        tenant(final_statuses=[404, 700])
+    assert "final_statuses[1]" in str(err.value)

@@ -73,6 +73,9 @@ def decide(out: Outcome, tries: int, cfg: TenantConfig, rand: Callable[[], float
     policy = cfg.retry_policy
     if out.final is not None:
         return Verdict("dead", reason=out.final)
+    if out.status is not None and out.status in cfg.final_statuses:
+        reason = f"receiver answered {out.status}, a final status for this tenant (final_statuses)"
+        return Verdict("dead", reason=reason)
     if tries > policy.max_retries:
         return Verdict("dead", reason=f"max retries exceeded: {tries} attempts, last error: {out.error}")
     delay = policy.delay(tries, rand)

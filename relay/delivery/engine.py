@@ -96,6 +96,7 @@ class DeliveryEngine:
         now = self._clock()
         entries = self.entries
         dead: list[Entry] = []
+        tenants = self._config().tenants
         # Nothing allocated here is garbage: collecting during the load only costs time.
         gc_was_enabled = gc.isenabled()
         gc.disable()
@@ -117,11 +118,12 @@ class DeliveryEngine:
                 if e.tries:
                     e.state = "retrying"
                 ts.add_pending(e)
-                due = e.next_due = live.next_due
-                if due is None or due <= now:
-                    ts.make_ready(e)
-                else:
-                    ts.schedule(e, due, now)
+                cfg = tenants.get(live.tenant_id)
+                if cfg is not None and cfg.ordering == "fifo":
+                    # Acceptance order (rec.live is sorted by it) rebuilds each key's line.
+                    ts.fifo = True
+                    e.okey = self._read_okey(eid)
+                ts.admit(e, live.next_due, now)
             dead.sort(key=lambda e: (e.failed_at or 0.0, e.event_id))
             for e in dead:
                 self.dead.add(e)
@@ -189,15 +191,25 @@ class DeliveryEngine:
             return []
         now = self._clock()
         await self.journal.accept([(eid, tid, sev, now, blob) for eid, tid, sev, blob in fresh])
-        for eid, tid, sev, _ in fresh:
+        for eid, tid, sev, blob in fresh:
             e = Entry(eid, tid, sev, now)
             self.entries[eid] = e
             ts = self._tenant(tid)
+            if ts.fifo:
+                e.okey = decode_stored(blob).ordering_key or ""
             ts.add_pending(e)
             ts.stats.total += 1
-            ts.schedule(e, None, now)
+            ts.admit(e, None, now)
             self._ensure_task(ts)
         return [it[0] for it in fresh]
+
+    def _read_okey(self, event_id: str) -> str:
+        """An event's ordering key, from its journaled request ("" = the tenant's default key)."""
+        try:
+            return decode_stored(self.journal.read_blob(event_id)).ordering_key or ""
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("could not read the ordering key of %s (%s); it joins the default key", event_id, exc)
+            return ""
 
     # ---- tenant tasks ----------------------------------------------------------------------
 
@@ -279,7 +291,11 @@ class DeliveryEngine:
         so steady traffic costs neither a task nor a scheduler wake-up per attempt."""
         try:
             while True:
-                await self._attempt(ts, e, probe)
+                retry = e.tries > 0
+                try:
+                    await self._attempt(ts, e, probe)
+                finally:
+                    ts.finished(retry)
                 if self._stopping:
                     return
                 cfg = self._config().tenants.get(ts.tenant_id)
@@ -343,7 +359,7 @@ class DeliveryEngine:
             self._spawn(self._dead_in_background(ts, e, reason))
 
     def _dead_letter_all(self, ts: TenantState, reason: str) -> None:
-        for e in [e for e in ts.pending.values() if e.claimable]:
+        for e in [e for e in ts.pending.values() if e.waiting]:
             e.state = "delivering"  # claimed: no attempt may start while it moves
             self._spawn(self._dead_in_background(ts, e, reason))
 
@@ -540,7 +556,7 @@ class DeliveryEngine:
             # The final attempt goes in the same durable step as the verdict.
             await self.journal.attempt(e.event_id, encode_attempt(last), None)
         await self.journal.dead(e.event_id, reason, now)
-        ts.drop_pending(e)
+        ts.drop_pending(e, now)
         e.state = "dead"
         e.dead_reason = reason
         e.failed_at = now
@@ -568,7 +584,7 @@ class DeliveryEngine:
                 ts.schedule(e, self._clock() + RETRY_LATER, self._clock())
 
     def _settle(self, ts: TenantState, e: Entry, state: str) -> None:
-        ts.drop_pending(e)
+        ts.drop_pending(e, self._clock())
         self.entries.pop(e.event_id, None)
         if self.dead.remove(e.event_id) is not None:
             ts.dead -= 1
@@ -592,6 +608,12 @@ class DeliveryEngine:
             self._announce(ts, ep.url_is(cfg.base_url, now))
             if ep.base_url != before:
                 self._endpoint_file.changed()
+            fifo = cfg.ordering == "fifo"
+            if fifo and not ts.fifo:
+                for e in ts.pending.values():
+                    if e.okey is None:
+                        e.okey = self._read_okey(e.event_id)
+            ts.set_fifo(fifo, now)
         for ts in list(self.tenants.values()):
             if ts.tenant_id not in snap.tenants:
                 self._dead_letter_all(ts, "tenant removed")
@@ -656,9 +678,11 @@ class DeliveryEngine:
                 e.round_at = now
                 e.state = "queued"
                 e.dead_reason = e.failed_at = None
+                if ts.fifo and e.okey is None:
+                    e.okey = self._read_okey(e.event_id)
                 ts.add_pending(e)
                 ts.breaker = Breaker()  # an operator asked for delivery: give the endpoint a fresh chance
-                ts.schedule(e, None, now)
+                ts.admit(e, None, now)  # a replayed event joins the end of its key's line
                 self._ensure_task(ts)
                 n += 1
         return n

@@ -23,8 +23,10 @@ class Entry:
         "dead_reason",
         "event_id",
         "failed_at",
+        "held",
         "in_ready",
         "next_due",
+        "okey",
         "round_at",
         "seq",
         "severity",
@@ -50,10 +52,19 @@ class Entry:
         # from 1 again) while the journal keeps the whole history.
         self.tries = 0
         self.round_at = accepted_at  # start of the current round, for expiry behind a breaker
+        # `ordering: fifo`: the event's ordering key ("" = the tenant's one default key; None =
+        # not read from the journal yet), and whether it waits behind an earlier event of its key.
+        self.okey: str | None = None
+        self.held = False
+
+    @property
+    def waiting(self) -> bool:
+        """Pending and not being attempted (held behind its key or not)."""
+        return self.state in LIVE_STATES
 
     @property
     def claimable(self) -> bool:
-        return self.state in LIVE_STATES
+        return self.state in LIVE_STATES and not self.held
 
     def add_attempt(self, attempt: Attempt) -> None:
         if not self.attempts:

@@ -1,13 +1,21 @@
-"""A tenant's queues: due events by severity, a timer heap for the rest, and the claim rules.
+"""A tenant's queues: due events by lane and severity, a timer heap, FIFO keys, and the claim rules.
 
 No asyncio and no I/O here: `claim` takes the caller's clock, so the scheduling rules (severity,
-breaker, rate limit, stale heap items) are tested with a fake one. Within a tenant, due events go
-out highest severity first, then in arrival order.
+lanes, keys, breaker, rate limit, stale heap items) are tested with a fake one.
+
+- Two lanes of due events, first attempts and retries, each one FIFO per severity. When both
+  lanes have due events, a retry is taken only while fewer retries than first attempts are in
+  flight, so retries never hold more than half the slots while fresh events wait; a lane alone
+  takes every slot.
+- With `ordering: fifo`, only the oldest pending event of each ordering key is ever due; the
+  rest are `held` until it is delivered or dead-lettered. Severity therefore orders keys, never
+  events within a key.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 from collections import OrderedDict, deque
@@ -23,6 +31,10 @@ from .ratelimit import TokenBucket
 _seq = itertools.count(1)
 
 
+def _lanes() -> tuple[deque[Entry], ...]:
+    return tuple(deque() for _ in SEVERITY_NAME)
+
+
 @dataclass
 class TenantStats:
     total: int = 0
@@ -35,9 +47,10 @@ class TenantStats:
 @dataclass
 class TenantState:
     tenant_id: str
-    # Due events, one FIFO per severity (index = rank): 8 bytes an event, where a heap of
-    # tuples costs about 100.
-    ready: tuple[deque[Entry], ...] = field(default_factory=lambda: tuple(deque() for _ in SEVERITY_NAME))
+    # Due events, one FIFO per severity (index = rank) in each lane: 8 bytes an event, where a
+    # heap of tuples costs about 100.
+    ready: tuple[deque[Entry], ...] = field(default_factory=_lanes)  # first attempts
+    retry_ready: tuple[deque[Entry], ...] = field(default_factory=_lanes)  # retries
     delayed: list[tuple[float, int, Entry]] = field(default_factory=list)  # (due, seq, entry)
     # Not settled and not dead, in arrival order. An OrderedDict so the oldest is found in O(1)
     # however many were removed from the front (a plain dict scans its holes).
@@ -45,6 +58,10 @@ class TenantState:
     retrying: int = 0  # pending events with at least one failed attempt (kept incrementally)
     dead: int = 0  # dead letters of this tenant
     in_flight: int = 0
+    retry_in_flight: int = 0  # of in_flight, attempts that are retries
+    # ordering: fifo: each key's pending events in acceptance order; only the head is ever due.
+    fifo: bool = False
+    keys: dict[str, deque[Entry]] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     breaker: Breaker = field(default_factory=Breaker)
@@ -59,9 +76,12 @@ class TenantState:
         if e.tries:
             self.retrying += 1
 
-    def drop_pending(self, e: Entry) -> None:
+    def drop_pending(self, e: Entry, now: float) -> None:
+        """`e` leaves the pending set (delivered, dead-lettered): its key's next event is due."""
         if self.pending.pop(e.event_id, None) is not None and e.tries:
             self.retrying -= 1
+        if self.fifo and e.okey is not None:
+            self._release_key(e, now)
 
     def counted_retry(self, e: Entry, tries_before: int) -> None:
         """`e.tries` went from `tries_before` to its value now while pending."""
@@ -72,10 +92,72 @@ class TenantState:
         """Nothing of this tenant is pending, dead or in flight: its state can be dropped."""
         return not self.pending and not self.dead and not self.in_flight
 
+    # ---- ordering keys -------------------------------------------------------------------
+
+    def admit(self, e: Entry, due: float | None, now: float) -> None:
+        """Schedule a newly pending event: at once, or behind the earlier events of its key."""
+        if not self.fifo:
+            self.schedule(e, due, now)
+            return
+        assert e.okey is not None, "fifo events need their key"
+        q = self.keys.get(e.okey)
+        if q is None:
+            self.keys[e.okey] = deque((e,))
+            e.held = False
+            self.schedule(e, due, now)
+            return
+        q.append(e)
+        e.held = True
+        e.next_due = due
+
+    def _release_key(self, e: Entry, now: float) -> None:
+        assert e.okey is not None
+        q = self.keys.get(e.okey)
+        if q is None:
+            return
+        if not q or q[0] is not e:  # not the head (dead-lettered while held): just leave the line
+            with contextlib.suppress(ValueError):
+                q.remove(e)
+            if not q:
+                del self.keys[e.okey]
+            return
+        q.popleft()
+        e.held = False
+        if not q:
+            del self.keys[e.okey]
+            return
+        nxt = q[0]
+        nxt.held = False
+        self.schedule(nxt, nxt.next_due, now)
+
+    def set_fifo(self, fifo: bool, now: float) -> None:
+        """Switch ordering on or off (a reload). Every pending event's `okey` must be loaded
+        before switching on; events in flight keep their attempt."""
+        if fifo == self.fifo:
+            return
+        self.fifo = fifo
+        if not fifo:
+            self.keys.clear()
+            for e in self.pending.values():
+                if e.held:
+                    e.held = False
+                    self.schedule(e, e.next_due, now)
+            return
+        for e in self.pending.values():  # arrival order
+            assert e.okey is not None
+            q = self.keys.get(e.okey)
+            if q is None:
+                self.keys[e.okey] = deque((e,))
+            else:
+                q.append(e)
+                e.held = True
+
     # ---- timing ----------------------------------------------------------------------------
 
     def schedule(self, e: Entry, due: float | None, now: float) -> None:
         e.next_due = due
+        if e.held:
+            return  # becomes due when its key's earlier events are done
         if due is None or due <= now:
             e.seq = 0  # any `delayed` item of this event is now stale
             self.make_ready(e)
@@ -89,7 +171,7 @@ class TenantState:
         # that place in line rather than queue it twice.
         if not e.in_ready:
             e.in_ready = True
-            self.ready[e.severity].append(e)
+            (self.retry_ready if e.tries else self.ready)[e.severity].append(e)
 
     def release_due(self, now: float) -> None:
         """Move events whose time has come from the timer heap to the ready queues."""
@@ -105,38 +187,54 @@ class TenantState:
     def restart_held(self, now: float) -> None:
         """An endpoint is back: every pending event is due now, in arrival order, and starts a
         fresh round (its retry clock stopped while it was held)."""
-        for q in self.ready:
-            for e in q:
-                e.in_ready = False
-            q.clear()
+        for lane in (self.ready, self.retry_ready):
+            for q in lane:
+                for e in q:
+                    e.in_ready = False
+                q.clear()
         for e in self.pending.values():
             if e.claimable:
                 e.round_at = now
                 self.schedule(e, None, now)
 
-    def peek(self) -> Entry | None:
-        """The next event to send (highest severity, then oldest), dropping stale slots."""
-        for q in reversed(self.ready):
+    @staticmethod
+    def _peek(lane: tuple[deque[Entry], ...]) -> tuple[deque[Entry], Entry] | None:
+        """The lane's next event (highest severity, then oldest), dropping stale slots."""
+        for q in reversed(lane):
             while q:
                 e = q[0]
                 if e.claimable:
-                    return e
-                q.popleft()  # settled, dead-lettered or claimed since it was queued
+                    return q, e
+                q.popleft()  # settled, dead-lettered, claimed or held since it was queued
                 e.in_ready = False
         return None
+
+    def peek(self) -> Entry | None:
+        got = self._pick()
+        return got[1] if got else None
+
+    def _pick(self) -> tuple[deque[Entry], Entry] | None:
+        fresh = self._peek(self.ready)
+        retry = self._peek(self.retry_ready)
+        if fresh and retry:
+            # Both lanes waiting: retries get a slot only while they hold fewer than first
+            # attempts do, so they never take more than half of them.
+            return retry if self.retry_in_flight < self.in_flight - self.retry_in_flight else fresh
+        return fresh or retry
 
     # ---- claiming --------------------------------------------------------------------------
 
     def claim(self, cfg: TenantConfig, now: float) -> tuple[Entry, int] | float | None:
         """Take the next due event if the breaker and rate limit allow.
 
-        Returns (event now "delivering", its breaker probe token or 0), or how
-        long until a limit may lift, or None when nothing is due or only a wake-up helps (a
-        probe in flight).
+        Returns (event now "delivering", its breaker probe token or 0), or how long until a
+        limit may lift, or None when nothing is due or only a wake-up helps (a probe in
+        flight). The caller counts the attempt in `in_flight` and calls `finished` after it.
         """
-        e = self.peek()
-        if e is None:
+        got = self._pick()
+        if got is None:
             return None
+        q, e = got
         br = self.breaker
         enabled = cfg.circuit_breaker.enabled
         if enabled:
@@ -147,7 +245,14 @@ class TenantState:
             wait = self.bucket.take(cfg.rate_limit_per_second, now)
             if wait:
                 return wait
-        self.ready[e.severity].popleft()
+        q.popleft()
         e.in_ready = False
         e.state = "delivering"
+        if e.tries:
+            self.retry_in_flight += 1
         return e, br.begin(now) if enabled else 0
+
+    def finished(self, retry: bool) -> None:
+        """An attempt claimed as a retry (`retry`) or a first attempt ended."""
+        if retry:
+            self.retry_in_flight -= 1
