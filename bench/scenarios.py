@@ -471,6 +471,85 @@ def isolation(r: Runner) -> list[Figure]:
     return [fig]
 
 
+# ---- ordering ----------------------------------------------------------------------------------
+
+ORDER_KEYS, ORDER_PER_KEY = 100, 10
+
+
+def keys_in_order(ids: list[str], round_no: int) -> bool:
+    """Whether, for every key, the events' first 2xx came in their acceptance (seq) order."""
+    first: dict[str, int] = {}
+    for i, eid in enumerate(ids):
+        first.setdefault(eid, i)
+    for k in range(ORDER_KEYS):
+        at = [first.get(f"r{round_no}-k{k}-{j}", -1) for j in range(ORDER_PER_KEY)]
+        if at != sorted(at) or -1 in at:
+            return False
+    return True
+
+
+def ordering(r: Runner) -> list[Figure]:
+    """100 keys x 10 events to a receiver failing 20% at random: `ordering: fifo` vs `none`."""
+    sink = r.p.sink_url
+    quick = {
+        "retry_policy": {"max_retries": 100, "initial_delay_seconds": 0.02, "max_delay_seconds": 0.2, "jitter": False},
+        "circuit_breaker": {"enabled": False},
+    }
+    tenants = [
+        tenant("fifo", f"{sink}/flaky/fifo", ordering="fifo", **quick),
+        tenant("none", f"{sink}/flaky/none", **quick),
+    ]
+    d = r.p.start_daemon("ordering", tenants)
+    in_order: list[bool] = []
+
+    def one_round(tid: str) -> Sample:
+        r.seq += 1
+        events = [
+            {"tenant_id": tid, "event_type": "order.updated", "payload": {"key": k, "seq": j},
+             "ordering_key": f"k{k}", "event_id": f"r{r.seq}-k{k}-{j}"}
+            for j in range(ORDER_PER_KEY)
+            for k in range(ORDER_KEYS)
+        ]  # fmt: skip
+        path = f"/flaky/{tid}"
+        before = len(http(r.p.sink_port, "GET", f"/flaky-log?path={path}")[1]["ids"])
+        c0 = cpu_seconds(d.pid)
+        t0 = time.monotonic()
+        status, body = http(d.port, "POST", "/api/v1/webhooks/send-batch", {"events": events}, timeout=60)
+        assert status == 200, body
+        want = {e["event_id"] for e in events}
+        ids: list[str] = []
+
+        def done() -> bool:
+            nonlocal ids
+            ids = http(r.p.sink_port, "GET", f"/flaky-log?path={path}")[1]["ids"][before:]
+            return want <= set(ids)
+
+        complete = wait_for(done, 120)
+        elapsed = time.monotonic() - t0
+        cpu = cpu_seconds(d.pid) - c0
+        ok = complete and keys_in_order(ids, r.seq)
+        if tid == "fifo":
+            in_order.append(ok)
+        n = len(events)
+        return Sample(n / elapsed, 1000 * cpu / n, {"elapsed": elapsed, "complete": complete, "in_order": ok})
+
+    a, b = "ordering: fifo, 100 keys", "ordering: none, same load"
+    runs = r.alternate([(a, lambda: one_round("fifo")), (b, lambda: one_round("none"))], max(1, min(2, r.s.rounds)))
+    r.p.stop(d)
+    fig = compare(
+        "ordering",
+        "fifo (100 keys x 10, 20% failures) vs unordered",
+        runs,
+        a,
+        b,
+        "events/s",
+        0.5,
+        note=f"every key arrived in order: {'yes' if in_order and all(in_order) else 'NO'} "
+        f"({sum(in_order)}/{len(in_order)} rounds); send-batch of 1,000 to the last first-2xx at the sink",
+    )
+    return [fig]
+
+
 SCENARIOS: dict[str, Callable[[Runner], list[Figure]]] = {
     "ingest": ingest,
     "batch": batch,
@@ -478,4 +557,5 @@ SCENARIOS: dict[str, Callable[[Runner], list[Figure]]] = {
     "memory": memory,
     "recovery": recovery,
     "isolation": isolation,
+    "ordering": ordering,
 }

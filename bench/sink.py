@@ -6,12 +6,15 @@
   GET  /count      {"count": n}  (requests on /hook)
   POST /record     clears the arrival record and starts recording
   GET  /arrivals   {"arrivals": {event_id: unix time}} and stops recording
+  POST /flaky/...  500 for 20% of requests (seeded), else 200; logs X-Event-ID of each 200 per path
+  GET  /flaky-log?path=/flaky/x   {"ids": [...]}: the ids answered 200 on that path, in order
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import time
 
 import uvloop
@@ -24,6 +27,8 @@ class Sink:
         self.count = 0
         self.recording = False
         self.arrivals: dict[str, float] = {}
+        self.rng = random.Random(20)
+        self.flaky_ok: dict[str, list[str]] = {}
 
     async def hook(self, request: web.Request) -> web.Response:
         await request.read()
@@ -38,6 +43,16 @@ class Sink:
         await request.read()
         await asyncio.sleep(self.slow)
         return web.Response(text="late")
+
+    async def flaky_hook(self, request: web.Request) -> web.Response:
+        await request.read()
+        if self.rng.random() < 0.2:
+            return web.Response(status=500, text="flaky")
+        self.flaky_ok.setdefault(request.path, []).append(request.headers.get("X-Event-ID", ""))
+        return web.Response(text="ok")
+
+    async def get_flaky_log(self, request: web.Request) -> web.Response:
+        return web.json_response({"ids": self.flaky_ok.get(request.query.get("path", ""), [])})
 
     async def get_count(self, request: web.Request) -> web.Response:
         return web.json_response({"count": self.count})
@@ -61,6 +76,8 @@ def main() -> None:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/hook{tail:.*}", sink.hook)
     app.router.add_post("/slow{tail:.*}", sink.slow_hook)
+    app.router.add_post("/flaky{tail:.*}", sink.flaky_hook)
+    app.router.add_get("/flaky-log", sink.get_flaky_log)
     app.router.add_get("/count", sink.get_count)
     app.router.add_post("/record", sink.record)
     app.router.add_get("/arrivals", sink.get_arrivals)

@@ -72,6 +72,11 @@ SCHEMAS: dict[str, Any] = {
             "severity": {"enum": ["Low", "Medium", "High", "Critical"], "default": "Medium"},
             "context": _STR_MAP,
             "event_id": {"type": "string", "pattern": "^[A-Za-z0-9._:~-]{1,128}$"},
+            "ordering_key": {
+                "type": "string",
+                "maxLength": 256,
+                "description": "at most 256 bytes (UTF-8); orders events of one key on an `ordering: fifo` tenant",
+            },
         },
     },
     "SendResult": {
