@@ -456,8 +456,8 @@ async def handle_endpoint_disable(request: web.Request) -> web.Response:
 
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
+    if raw is None:
+        return default  # `limit=` (empty) is not an integer: 422 like any other non-number
     try:
         value = int(raw)
     except ValueError:
