@@ -157,6 +157,14 @@ class Daemon:
 
     async def _listen(self) -> None:
         s = self.s
+        # Ops first: once the API answers /readyz, the ops listener is already bound too.
+        if s.ops_listen:
+            ops = web.AppRunner(
+                make_ops_app(self.state), access_log=None, shutdown_timeout=1.0, keepalive_timeout=CLIENT_TIMEOUT
+            )
+            await ops.setup()
+            self._runners.append(ops)
+            await _start_tcp(ops, "--ops-listen", s.ops_listen)
         runner = web.AppRunner(
             make_app(self.state),
             access_log=None,
@@ -176,13 +184,6 @@ class Daemon:
             except OSError as exc:
                 raise StartupError([f"--unix-socket {s.unix_socket}: cannot listen: {exc.strerror}"]) from None
             os.chmod(s.unix_socket, 0o660)
-        if s.ops_listen:
-            ops = web.AppRunner(
-                make_ops_app(self.state), access_log=None, shutdown_timeout=1.0, keepalive_timeout=CLIENT_TIMEOUT
-            )
-            await ops.setup()
-            self._runners.append(ops)
-            await _start_tcp(ops, "--ops-listen", s.ops_listen)
 
     async def _close_listeners(self) -> None:
         await asyncio.gather(*(r.cleanup() for r in self._runners), return_exceptions=True)
