@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from relay.config import ConfigError, Snapshot, TenantConfig
 from relay.delivery import DeliveryEngine, Entry
+from relay.delivery.ledger import LedgerFilter, parse_instant, pattern_problem
 from relay.errors import ApiError, ConfigRejected, ConfigWriteError, ConfigWriteFailed, TenantNotFound
 from relay.events import (
     SEVERITY_RANK,
@@ -29,7 +30,7 @@ from relay.events import (
     new_event_id,
     rfc3339,
 )
-from relay.ingest import check_json_body, decode_send, invalid, too_deep
+from relay.ingest import _field_of, check_json_body, decode_send, invalid, too_deep
 from relay.journal import JournalUnavailable
 from relay.metrics import Metrics
 from relay.reload import ConfigManager
@@ -480,16 +481,56 @@ def _make_cursor(at: float, eid: str) -> str:
     return base64.urlsafe_b64encode(f"{at!r}|{eid}".encode()).decode().rstrip("=")
 
 
+class LedgerRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of retry-all and purge-all: which dead letters (every field optional)."""
+
+    tenant_id: str | None = None
+    since: str | float | None = None
+    until: str | float | None = None
+    event_type: str | None = None
+
+
+_ledger_decoder = msgspec.json.Decoder(LedgerRequest)
+
+
+def _ledger_filter(
+    tenant: str | None, since: str | float | None, until: str | float | None, pattern: str | None
+) -> LedgerFilter:
+    bounds: dict[str, float | None] = {}
+    for name, raw in (("since", since), ("until", until)):
+        try:
+            bounds[name] = None if raw is None or raw == "" else parse_instant(raw)
+        except ValueError as exc:
+            raise invalid(name, f"must be an RFC 3339 time or UNIX seconds ({exc})") from None
+    if pattern is not None and (why := pattern_problem(pattern)):
+        raise invalid("event_type", why)
+    return LedgerFilter(tenant or None, bounds["since"], bounds["until"], pattern or None)
+
+
+async def _ledger_body(request: web.Request) -> LedgerFilter:
+    body = await _read_body(request)
+    if not body.strip():
+        return LedgerFilter()
+    try:
+        req = _ledger_decoder.decode(check_json_body(body))
+    except msgspec.ValidationError as exc:
+        raise invalid(*_field_of(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "bad_json", f"request body is not valid JSON: {exc}") from None
+    return _ledger_filter(req.tenant_id, req.since, req.until, req.event_type)
+
+
 async def handle_dead_letter(request: web.Request) -> web.Response:
     st = request.app[STATE]
-    tenant = request.query.get("tenant_id") or None
+    q = request.query
+    f = _ledger_filter(q.get("tenant_id"), q.get("since"), q.get("until"), q.get("event_type"))
     limit = _int_param(request, "limit", 100, 1, 1000)
     after = _cursor_key(request.query["cursor"]) if request.query.get("cursor") else None
     snap = st.config.snapshot
     items: list[dict[str, Any]] = []
     next_cursor: str | None = None
     last_key = (0.0, "")
-    for e in st.engine.dead_letters(tenant, after):
+    for e in st.engine.ledger(f, after):
         key = (e.failed_at or 0.0, e.event_id)
         if len(items) == limit:
             next_cursor = _make_cursor(*last_key)
@@ -555,6 +596,23 @@ async def handle_retry_all(request: web.Request) -> web.Response:
     ids = [e.event_id for e in st.engine.dead_letters(tenant) if e.tenant_id in snap.tenants]
     n = await st.engine.requeue_many(ids)
     return json_response({"requeued": n}, 202)
+
+
+async def handle_retry_matching(request: web.Request) -> web.Response:
+    """POST /retry-all (SPEC §11): replay the dead letters the filters match."""
+    st = request.app[STATE]
+    f = await _ledger_body(request)
+    snap = st.config.snapshot
+    ids = [e.event_id for e in st.engine.ledger(f) if e.tenant_id in snap.tenants]
+    return json_response({"matched": await st.engine.requeue_many(ids)}, 202)
+
+
+async def handle_purge_matching(request: web.Request) -> web.Response:
+    """POST /purge-all (SPEC §11): delete the dead letters the filters match, for good."""
+    st = request.app[STATE]
+    f = await _ledger_body(request)
+    ids = [e.event_id for e in st.engine.ledger(f)]
+    return json_response({"matched": await st.engine.purge_many(ids)})
 
 
 async def handle_purge(request: web.Request) -> web.Response:
@@ -679,6 +737,8 @@ def make_app(state: AppState) -> web.Application:
             web.get("/api/v1/webhooks/dead-letter/{event_id}", handle_dead_letter_one),
             web.delete("/api/v1/webhooks/dead-letter/{event_id}", handle_purge_one),
             web.post("/api/v1/webhooks/retry/{event_id}", handle_retry),
+            web.post("/api/v1/webhooks/retry-all", handle_retry_matching),
+            web.post("/api/v1/webhooks/purge-all", handle_purge_matching),
             web.get("/api/v1/webhooks/events/{event_id}", handle_event),
             web.post("/api/v1/webhooks/receive", handle_receive),
             web.get("/api/v1/openapi.json", handle_openapi),

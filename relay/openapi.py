@@ -35,6 +35,13 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 _STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 _TENANT_Q = _query("tenant_id", {"type": "string"}, "only this tenant")
+_INSTANT = {"anyOf": [{"type": "string"}, {"type": "number"}]}
+_LEDGER_Q = [
+    _query("since", {"type": "string"}, "failed at or after: RFC 3339 or UNIX seconds"),
+    _query("until", {"type": "string"}, "failed at or before: RFC 3339 or UNIX seconds"),
+    _query("event_type", {"type": "string"}, "event type pattern: '*', 'prefix.*' or exact"),
+]
+_MATCHED = {"type": "object", "required": ["matched"], "properties": {"matched": {"type": "integer", "minimum": 0}}}
 
 _ENDPOINT_PROPS: dict[str, Any] = {
     "endpoint_state": {"enum": ["enabled", "failing", "disabled"]},
@@ -43,6 +50,17 @@ _ENDPOINT_PROPS: dict[str, Any] = {
 }
 
 SCHEMAS: dict[str, Any] = {
+    "LedgerFilter": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "Which dead letters; every field optional (none: all of them)",
+        "properties": {
+            "tenant_id": {"type": ["string", "null"]},
+            "since": {**_INSTANT, "description": "failed_at at or after: RFC 3339 or UNIX seconds"},
+            "until": {**_INSTANT, "description": "failed_at at or before: RFC 3339 or UNIX seconds"},
+            "event_type": {"type": ["string", "null"], "description": "'*', 'prefix.*' or an exact type"},
+        },
+    },
     "EndpointState": {
         "type": "object",
         "required": ["tenant_id", "endpoint_state", "endpoint_state_since", "endpoint_state_reason"],
@@ -399,6 +417,7 @@ def document() -> dict[str, Any]:
                     _TENANT_Q,
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size (100)"),
                     _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+                    *_LEDGER_Q,
                 ],
                 "responses": {
                     "200": _json(
@@ -411,7 +430,7 @@ def document() -> dict[str, Any]:
                         },
                         "a page",
                     ),
-                    "422": _err("bad limit or cursor"),
+                    "422": _err("bad limit, cursor, since, until or event_type"),
                 },
             },
             "delete": {
@@ -457,6 +476,22 @@ def document() -> dict[str, Any]:
                     "404": _err("not dead-lettered"),
                     "409": _err("its tenant is not configured"),
                 },
+            }
+        },
+        f"{P}/retry-all": {
+            "post": {
+                "summary": "Requeue the dead letters the filters match (of configured tenants)",
+                "operationId": "retryMatching",
+                "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("LedgerFilter")}}},
+                "responses": {"202": _json(_MATCHED, "how many were requeued"), **_BAD},
+            }
+        },
+        f"{P}/purge-all": {
+            "post": {
+                "summary": "Delete the dead letters the filters match, for good",
+                "operationId": "purgeMatching",
+                "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("LedgerFilter")}}},
+                "responses": {"200": _json(_MATCHED, "how many were deleted"), **_BAD},
             }
         },
         P + "/events/{event_id}": {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from tests.support import Daemon, Received, Reply, Sink, write_tenant
@@ -121,3 +122,56 @@ def test_410_disables_at_once_no_probes_until_enabled_by_api_or_new_base_url(
     d.wait_status(later, "delivered")
     assert sink.on("/b") and _state(d, "gone")["endpoint_state_reason"] == "base_url changed"
     assert d.request("POST", "/api/v1/webhooks/endpoints/nobody/enable")[0] == 404
+
+
+def test_ledger_filters_by_window_and_type_and_replays_only_those(
+    make_daemon: Callable[..., Daemon], sink: Sink
+) -> None:
+    ok = False
+    sink.responder = lambda n, r: Reply(200 if ok else 500)
+    d = make_daemon()
+    write_tenant(d.config, "shop", sink.url + "/s", retry_policy={"max_retries": 0}, circuit_breaker={"enabled": False})
+    d.start()
+
+    def dead(event_type: str) -> str:
+        eid = d.send("shop", event_type)[1]["event_id"]
+        d.wait_status(eid, "dead")
+        return str(eid)
+
+    early = [dead("order.created"), dead("order.created"), dead("user.created")]
+    time.sleep(0.1)
+    middle = time.time()
+    time.sleep(0.1)
+    late = [dead("order.paid"), dead("order.paid"), dead("user.deleted")]
+
+    def listed(query: str) -> list[str]:
+        code, body = d.request("GET", "/api/v1/webhooks/dead-letter?" + query)
+        assert code == 200, body
+        return [i["event_id"] for i in body["items"]]
+
+    assert listed("event_type=order.*") == [*early[:2], *late[:2]]
+    assert listed(f"since={middle}") == late
+    stamp = datetime.fromtimestamp(middle, UTC).isoformat().replace("+00:00", "Z")
+    assert listed(f"until={stamp}&event_type=user.created") == [early[2]]
+    assert listed(f"since={middle}&limit=1&event_type=order.*") == [late[0]]  # paged, still filtered
+    code, body = d.request("GET", "/api/v1/webhooks/dead-letter?since=yesterday")
+    assert code == 422 and body["error"]["details"]["field"] == "since"
+    code, body = d.request("POST", "/api/v1/webhooks/retry-all", {"event_type": "order.*", "since": "soon"})
+    assert code == 422 and body["error"]["details"]["field"] == "since"
+    code, body = d.request("POST", "/api/v1/webhooks/retry-all", {"tenant": "shop"})
+    assert code == 422 and body["error"]["details"]["field"] == "tenant"
+
+    ok = True
+    before = len(sink.received)
+    code, body = d.request(
+        "POST", "/api/v1/webhooks/retry-all", {"tenant_id": "shop", "since": stamp, "event_type": "order.*"}
+    )
+    assert (code, body) == (202, {"matched": 2})
+    for eid in late[:2]:
+        d.wait_status(eid, "delivered")
+    time.sleep(0.3)
+    assert sorted(r.headers["X-Event-ID"] for r in sink.received[before:]) == sorted(late[:2]), "only those"
+    code, body = d.request("POST", "/api/v1/webhooks/purge-all", {"event_type": "user.*"})
+    assert (code, body) == (200, {"matched": 2})
+    assert listed("") == early[:2]
+    assert d.request("POST", "/api/v1/webhooks/purge-all", {"until": middle - 3600})[1] == {"matched": 0}

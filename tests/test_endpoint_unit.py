@@ -9,12 +9,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
 from relay.config import Snapshot
 from relay.delivery import DeliveryEngine
 from relay.delivery.endpoint import Endpoint
+from relay.delivery.ledger import parse_instant, pattern_problem, type_matches
 from relay.metrics import Metrics
 from tests.memstore import MemoryStore
 from tests.test_delivery_unit import Harness, sink, tenant
@@ -188,3 +190,17 @@ async def test_state_file_is_read_back_on_start(tmp_path: Path) -> None:
     (tmp_path / "endpoints.json").write_text("{not json")
     eng = DeliveryEngine(MemoryStore(), lambda: Snapshot({}, {}, "d"), Metrics(CollectorRegistry()), state_dir=tmp_path)
     assert eng.endpoint_view("t")["endpoint_state"] == "enabled"
+
+
+# ---- the ledger's filters --------------------------------------------------------------------
+
+
+def test_ledger_instants_and_patterns() -> None:
+    assert parse_instant("2024-01-15T10:30:00Z") == parse_instant(1705314600) == 1705314600.0
+    assert parse_instant("1705314600.5") == 1705314600.5
+    for bad in ("2024-01-15T10:30:00", "tomorrow", "", "nan", True):
+        with pytest.raises(ValueError):
+            parse_instant(bad)  # type: ignore[arg-type]
+    assert type_matches("order.*", "order.paid") and not type_matches("order.*", "orders.paid")
+    assert type_matches("*", "x") and type_matches("a.b", "a.b") and not type_matches("a.b", "a.bc")
+    assert pattern_problem(".*") and pattern_problem("") and pattern_problem("order.*") is None

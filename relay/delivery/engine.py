@@ -39,6 +39,7 @@ from .breaker import Breaker
 from .deadletters import DeadLetters, Key
 from .endpoint import Change, Endpoint
 from .entry import Entry
+from .ledger import LedgerFilter
 from .scheduler import TenantState
 from .store import Store
 
@@ -716,6 +717,26 @@ class DeliveryEngine:
         """Dead letters oldest first, from just after the cursor key `after`."""
         live = self.journal.is_live
         return (e for e in self.dead.page(tenant_id, after) if live(e.event_id))
+
+    def ledger(self, f: LedgerFilter, after: Key | None = None) -> Iterator[Entry]:
+        """Dead letters matching `f` (SPEC §11), oldest first, from just after the cursor key
+        `after`: a bisect to `since`, a stop at `until`; the type is read from the journal only
+        when a pattern asks for it."""
+        start = after
+        if f.since is not None and (start is None or start < (f.since, "")):
+            start = (f.since, "")  # before every id failed at exactly `since`
+        for e in self.dead_letters(f.tenant_id, start):
+            if f.until is not None and (e.failed_at or 0.0) > f.until:
+                return
+            if f.event_type is not None and not f.matches_type(self._event_type(e)):
+                continue
+            yield e
+
+    def _event_type(self, e: Entry) -> str:
+        try:
+            return decode_stored(self.journal.read_blob(e.event_id)).event_type
+        except (OSError, KeyError, ValueError, msgspec.MsgspecError):
+            return ""  # purged meanwhile, or unreadable: matches no pattern but "*"
 
     def attempts_of(self, e: Entry) -> list[Attempt]:
         """The whole attempt history: from the journal while it holds the event, else what RAM kept."""
