@@ -31,6 +31,7 @@ from relay.dispatch import EgressPolicy
 from relay.errors import StartupError
 from relay.journal import Journal, JournalLocked
 from relay.metrics import Metrics
+from relay.opshook import OpsNotifier
 from relay.reload import ConfigManager
 from relay.settings import Settings, parse_hostport
 
@@ -77,6 +78,7 @@ class Daemon:
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._reloads: set[asyncio.Task[Any]] = set()
+        self.ops: OpsNotifier | None = None
 
     async def start(self) -> None:
         s = self.s
@@ -101,6 +103,11 @@ class Daemon:
             raise StartupError([f"--data-dir {s.data_dir}: {exc}"]) from None
         except OSError as exc:
             raise StartupError([f"--data-dir {s.data_dir}: not usable: {exc.strerror or exc}"]) from None
+        if s.ops_webhook and s.ops_webhook_secret:
+            self.ops = OpsNotifier(s.ops_webhook, s.ops_webhook_secret, state_dir=s.data_dir)
+            if recovered.corrupt_records:
+                data = {"corrupt_records": recovered.corrupt_records, "torn_tail_bytes": recovered.torn_tail_bytes}
+                self.ops.notify("journal.corruption", None, data)
         if recovered.live or recovered.corrupt_records or recovered.torn_tail_bytes:
             log.info(
                 "Journal recovered: %d live events, %d corrupt records moved aside, %d torn bytes cut",
@@ -113,7 +120,12 @@ class Daemon:
             allow=tuple(ipaddress.ip_network(c, strict=False) for c in s.allow_target_cidr),
         )
         self.engine = DeliveryEngine(
-            self.journal, lambda: self.config.snapshot, self.metrics, egress=egress, state_dir=s.data_dir
+            self.journal,
+            lambda: self.config.snapshot,
+            self.metrics,
+            egress=egress,
+            state_dir=s.data_dir,
+            ops=self.ops.notify if self.ops else None,
         )
         self.engine.restore(recovered)
         # Everything loaded so far lives as long as the process: keep the collector from
@@ -138,6 +150,8 @@ class Daemon:
             await self._close_listeners()
             await self.journal.close()
             raise
+        if self.ops is not None:
+            await self.ops.start()
         await self.engine.start()
         self.config.start()
         self._tasks = [
@@ -235,6 +249,8 @@ class Daemon:
         # Listeners stop accepting at once; ingest requests already in progress may finish.
         _, cancelled = await asyncio.gather(self._close_listeners(), self.engine.stop(self.s.shutdown_grace))
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.ops is not None:
+            await self.ops.stop()
         await self.journal.close()
         if self.s.unix_socket is not None:
             with contextlib.suppress(OSError):

@@ -6,6 +6,7 @@ import argparse
 import ipaddress
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,10 +40,13 @@ class Settings:
     max_pending: int = 1_000_000
     max_journal_bytes: int | None = None
     receive_tolerance: float = 300.0
+    ops_webhook: str | None = None
+    ops_webhook_secret: str | None = None
 
     def __repr__(self) -> str:
-        # The token must never reach a log line, even through a debug repr.
-        shown = {k: ("***" if k == "ingest_token" and v else v) for k, v in self.__dict__.items()}
+        # Tokens and secrets must never reach a log line, even through a debug repr.
+        hidden = ("ingest_token", "ops_webhook_secret")
+        shown = {k: ("***" if k in hidden and v else v) for k, v in self.__dict__.items()}
         return f"Settings({shown})"
 
 
@@ -139,6 +143,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds a /receive timestamp may be away from now before it is refused as stale (extension)",
     )
     _add_journal_arguments(p, d)
+    p.add_argument("--ops-webhook", default=_env("ops_webhook"), metavar="URL", help="POST operator events here")
+    p.add_argument(
+        "--ops-webhook-secret",
+        default=_env("ops_webhook_secret"),
+        metavar="S",
+        help="HMAC-SHA256 secret that signs operator events (X-Webhook-Signature)",
+    )
 
 
 def _add_journal_arguments(p: argparse.ArgumentParser, d: Settings) -> None:
@@ -218,6 +229,13 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
                 parse_hostport(value)
             except ValueError as exc:
                 problems.append(f"--{flag.replace('_', '-')}: {exc}")
+    ops_url, ops_secret = ns.ops_webhook or None, ns.ops_webhook_secret or None
+    if (ops_url is None) != (ops_secret is None):
+        problems.append("--ops-webhook and --ops-webhook-secret go together: give both or neither")
+    elif ops_url is not None:
+        parts = urllib.parse.urlsplit(ops_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.append("--ops-webhook: must be an http:// or https:// URL with a host")
     s = Settings(
         config=Path(ns.config),
         listen=ns.listen,
@@ -242,6 +260,8 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         if ns.max_journal_bytes
         else None,
         receive_tolerance=num("receive-tolerance", ns.receive_tolerance, float, 1),
+        ops_webhook=ops_url,
+        ops_webhook_secret=ops_secret,
     )
     if not s.config.exists():
         # The commonest first-run mistake is starting from another directory: say where the

@@ -18,6 +18,7 @@ from relay.delivery import DeliveryEngine
 from relay.delivery.endpoint import Endpoint
 from relay.delivery.ledger import parse_instant, pattern_problem, type_matches
 from relay.metrics import Metrics
+from relay.opshook import DeadLetterThrottle
 from tests.memstore import MemoryStore
 from tests.test_delivery_unit import Harness, sink, tenant
 
@@ -204,3 +205,19 @@ def test_ledger_instants_and_patterns() -> None:
     assert type_matches("order.*", "order.paid") and not type_matches("order.*", "orders.paid")
     assert type_matches("*", "x") and type_matches("a.b", "a.b") and not type_matches("a.b", "a.bc")
     assert pattern_problem(".*") and pattern_problem("") and pattern_problem("order.*") is None
+
+
+# ---- operator events -------------------------------------------------------------------------
+
+
+def test_dead_letter_notices_are_one_a_minute_per_tenant_with_the_count() -> None:
+    th = DeadLetterThrottle(60.0)
+    assert th.add("a", 0.0) == 1  # the first goes at once
+    assert th.add("a", 1.0) is None and th.add("a", 2.0) is None
+    assert th.add("b", 2.0) == 1  # another tenant has its own window
+    assert th.next_due(2.0) == 58.0
+    assert th.due(59.0) == []
+    assert th.due(60.0) == [("a", 2)]
+    assert th.next_due(60.0) is None
+    assert th.add("a", 61.0) is None, "within a minute of the last notice"
+    assert th.due(120.0) == [("a", 1)]
