@@ -1,5 +1,5 @@
-"""Client commands of the CLI: `send`, `event get` and `dlq list|show|retry|delete|retry-all|purge`,
-against a running daemon.
+"""Client commands of the CLI: `send`, `event get`, `dlq list|show|retry|delete|retry-all|purge`
+and `endpoint enable|disable|status`, against a running daemon.
 
 `relay.cli` calls `register(sub)`; every handler returns an exit code:
 0 ok; 1 the API answered an error (`error: <code>: <message>` on stderr); 2 a usage error or the
@@ -15,12 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from relay.client import DEFAULT_URL, SEVERITIES, RelayClient, RelayError
+from relay.delivery.ledger import parse_instant, pattern_problem
+from relay.settings import parse_duration
 
 __all__ = ["register"]
 
@@ -237,9 +241,38 @@ def _cmd_event_get(ns: argparse.Namespace) -> int:
     return _run(ns, body)
 
 
+_AGO = re.compile(r"^\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h|d)\s*$")
+
+
+def _when(text: str | None, flag: str) -> float | None:
+    """`--since`/`--until`: RFC 3339, UNIX seconds, or a duration ago (`90s`, `15m`, `2h`, `7d`)."""
+    if text is None:
+        return None
+    try:
+        if _AGO.match(text):
+            return time.time() - parse_duration(text)
+        return parse_instant(text)
+    except ValueError:
+        raise UsageError(
+            f"{flag}: expected RFC 3339 (2024-01-15T10:30:00Z) or a duration ago (2h), got {text!r}"
+        ) from None
+
+
+class _Filters(TypedDict):
+    since: float | None
+    until: float | None
+    event_type: str | None
+
+
+def _filters(ns: argparse.Namespace) -> _Filters:
+    if ns.type_pattern is not None and (why := pattern_problem(ns.type_pattern)):
+        raise UsageError(f"--type: {why}")
+    return {"since": _when(ns.since, "--since"), "until": _when(ns.until, "--until"), "event_type": ns.type_pattern}
+
+
 def _cmd_dlq_list(ns: argparse.Namespace) -> int:
     def body(client: RelayClient) -> int:
-        items = client.dead_letters(ns.tenant, limit=ns.page_size)
+        items = client.dead_letters(ns.tenant, limit=ns.page_size, **_filters(ns))
         if ns.json:
             _print_json(items)
         elif not items:
@@ -307,7 +340,7 @@ def _scope(ns: argparse.Namespace) -> str | None:
 
 
 def _dry_run(client: RelayClient, ns: argparse.Namespace, tenant: str | None, verb: str) -> int:
-    items = client.dead_letters(tenant)
+    items = client.dead_letters(tenant, **_filters(ns))
     if ns.json:
         _print_json({"dry_run": True, "matched": len(items), "event_ids": [i.get("event_id") for i in items]})
         return EXIT_OK
@@ -323,7 +356,7 @@ def _cmd_dlq_retry_all(ns: argparse.Namespace) -> int:
         tenant = _scope(ns)
         if ns.dry_run:
             return _dry_run(client, ns, tenant, "requeue")
-        n = client.retry_all(tenant)
+        n = client.retry_matching(tenant, **_filters(ns))
         if ns.json:
             _print_json({"requeued": n})
         else:
@@ -340,15 +373,38 @@ def _cmd_dlq_purge(ns: argparse.Namespace) -> int:
         if ns.dry_run:
             return _dry_run(client, ns, tenant, "delete")
         if not ns.yes:
-            n = len(client.dead_letters(tenant))
+            n = len(client.dead_letters(tenant, **_filters(ns)))
             scope = f" of tenant {tenant}" if tenant else " (every tenant's)"
             raise UsageError(f"this deletes {n} dead letter(s){scope} for good: add --yes, or --dry-run to list them")
-        n = client.purge(tenant)
+        n = client.purge_matching(tenant, **_filters(ns))
         if ns.json:
             _print_json({"purged": n})
         else:
             scope = f" of tenant {tenant}" if tenant else ""
             print(f"purged {n} dead letter(s){scope}")
+        return EXIT_OK
+
+    return _run(ns, body)
+
+
+# ---- endpoint ------------------------------------------------------------------------------
+
+
+def _cmd_endpoint(ns: argparse.Namespace) -> int:
+    def body(client: RelayClient) -> int:
+        if ns.endpoint_command == "status":
+            m = client.tenant_metrics(ns.tenant)
+        else:
+            m = client.set_endpoint(ns.tenant, ns.endpoint_command == "enable")
+        view = {k: m.get(k) for k in ("endpoint_state", "endpoint_state_since", "endpoint_state_reason")}
+        if ns.json:
+            _print_json({"tenant_id": ns.tenant, **view, **{k: m[k] for k in ("pending_events",) if k in m}})
+            return EXIT_OK
+        state, since, why = view["endpoint_state"], view["endpoint_state_since"], view["endpoint_state_reason"]
+        print(f"{ns.tenant}: {state} since {since} ({why})")
+        if "pending_events" in m:
+            held = " (held)" if view["endpoint_state"] == "disabled" else ""
+            print(f"pending events: {m['pending_events']}{held}; dead letters: {m.get('dead_letter_count')}")
         return EXIT_OK
 
     return _run(ns, body)
@@ -402,6 +458,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ls.add_argument(
         "--page-size", type=_positive, default=100, help="dead letters fetched per request (all are listed)"
     )
+    _add_filter_args(ls)
     _add_connection_args(ls)
     ls.set_defaults(func=_cmd_dlq_list)
 
@@ -431,12 +488,32 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add_connection_args(pg)
     pg.set_defaults(func=_cmd_dlq_purge)
 
+    ep = sub.add_parser("endpoint", help="see, disable or enable a tenant's endpoint on a running daemon")
+    esub2 = ep.add_subparsers(dest="endpoint_command", metavar="ACTION")
+    ep.set_defaults(func=_usage(ep))
+    for action, text in (
+        ("status", "the endpoint's state (enabled, failing, disabled), since when and why"),
+        ("disable", "hold the tenant's deliveries (new events are kept, nothing is attempted)"),
+        ("enable", "release held deliveries, oldest first"),
+    ):
+        a = esub2.add_parser(action, help=text)
+        a.add_argument("tenant", metavar="TENANT")
+        _add_connection_args(a)
+        a.set_defaults(func=_cmd_endpoint)
+
 
 def _add_scope_args(p: argparse.ArgumentParser) -> None:
     scope = p.add_mutually_exclusive_group()
     scope.add_argument("--tenant", help="only this tenant's")
     scope.add_argument("--all", action="store_true", help="every tenant's")
     p.add_argument("--dry-run", action="store_true", help="list what would be done, change nothing")
+    _add_filter_args(p)
+
+
+def _add_filter_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", metavar="D", help="failed at or after D: RFC 3339, or a duration ago (2h, 7d)")
+    p.add_argument("--until", metavar="D", help="failed at or before D: RFC 3339, or a duration ago")
+    p.add_argument("--type", dest="type_pattern", metavar="PATTERN", help="event type: exact, or 'order.*'")
 
 
 def _usage(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:

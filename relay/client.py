@@ -255,6 +255,12 @@ def _path(path: str, query: Mapping[str, Any] | None = None) -> str:
     return path
 
 
+def _ledger(since: str | float | None, until: str | float | None, event_type: str | None) -> dict[str, str | float]:
+    """The dead-letter filters that were given (`since`/`until`: RFC 3339 or UNIX seconds)."""
+    given = {"since": since, "until": until, "event_type": event_type}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def _seg(value: str) -> str:
     return quote(value, safe="")
 
@@ -475,23 +481,80 @@ class RelayClient:
         answer: dict[str, Any] = self._request("GET", f"{API}/events/{_seg(event_id)}")
         return answer
 
-    def iter_dead_letters(self, tenant_id: str | None = None, limit: int = 100) -> Iterator[dict[str, Any]]:
-        """Every dead letter, oldest first, fetched `limit` per request (following `next_cursor`)."""
+    def iter_dead_letters(
+        self,
+        tenant_id: str | None = None,
+        limit: int = 100,
+        *,
+        since: str | float | None = None,
+        until: str | float | None = None,
+        event_type: str | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every dead letter, oldest first, fetched `limit` per request (following `next_cursor`).
+
+        Filters: `since`, `until` (RFC 3339 or UNIX seconds, on `failed_at`), `event_type` (a
+        pattern such as `order.*`)."""
         cursor: str | None = None
         while True:
-            query = {"tenant_id": tenant_id, "limit": limit, "cursor": cursor}
+            query = {"tenant_id": tenant_id, "limit": limit, "cursor": cursor, **_ledger(since, until, event_type)}
             page = self._request("GET", _path(f"{API}/dead-letter", query))
             yield from page["items"]
             cursor = page.get("next_cursor")
             if not cursor:
                 return
 
-    def dead_letters(self, tenant_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """All dead letters (of one tenant, or all), oldest first; `limit` is the page size.
+    def dead_letters(
+        self,
+        tenant_id: str | None = None,
+        limit: int = 100,
+        *,
+        since: str | float | None = None,
+        until: str | float | None = None,
+        event_type: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """All dead letters (of one tenant, or all), oldest first; `limit` is the page size;
+        filters as for `iter_dead_letters`.
 
         Each item: `{"event": {...}, "attempts": [...], "failed_at", "failure_reason", "can_retry"}`.
         """
-        return list(self.iter_dead_letters(tenant_id, limit))
+        return list(self.iter_dead_letters(tenant_id, limit, since=since, until=until, event_type=event_type))
+
+    def retry_matching(
+        self,
+        tenant_id: str | None = None,
+        *,
+        since: str | float | None = None,
+        until: str | float | None = None,
+        event_type: str | None = None,
+    ) -> int:
+        """Requeue the dead letters matching the filters (`since`, `until`, `event_type`); how many."""
+        body = {"tenant_id": tenant_id, **_ledger(since, until, event_type)}
+        return int(self._request("POST", f"{API}/retry-all", body, idempotent=False)["matched"])
+
+    def purge_matching(
+        self,
+        tenant_id: str | None = None,
+        *,
+        since: str | float | None = None,
+        until: str | float | None = None,
+        event_type: str | None = None,
+    ) -> int:
+        """Delete the dead letters matching the filters for good; how many."""
+        body = {"tenant_id": tenant_id, **_ledger(since, until, event_type)}
+        return int(self._request("POST", f"{API}/purge-all", body, idempotent=False)["matched"])
+
+    # -- endpoints --
+
+    def tenant_metrics(self, tenant_id: str) -> dict[str, Any]:
+        """`GET /metrics/{tenant_id}`: counts and the endpoint's state, since when and why."""
+        answer: dict[str, Any] = self._request("GET", f"{API}/metrics/{_seg(tenant_id)}")
+        return answer
+
+    def set_endpoint(self, tenant_id: str, enabled: bool) -> dict[str, Any]:
+        """Enable (held events drain) or disable (new events are held) a tenant's endpoint."""
+        action = "enable" if enabled else "disable"
+        answer: dict[str, Any] = self._request("POST", f"{API}/endpoints/{_seg(tenant_id)}/{action}", idempotent=False)
+        return answer
 
     def dead_letter(self, event_id: str) -> dict[str, Any]:
         """One dead letter, as `dead_letters` lists it (RelayError `not_dead_lettered` if it is not one)."""
@@ -702,11 +765,19 @@ class AsyncRelayClient:
         answer: dict[str, Any] = await self._request("GET", f"{API}/events/{_seg(event_id)}")
         return answer
 
-    async def dead_letters(self, tenant_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    async def dead_letters(
+        self,
+        tenant_id: str | None = None,
+        limit: int = 100,
+        *,
+        since: str | float | None = None,
+        until: str | float | None = None,
+        event_type: str | None = None,
+    ) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         cursor: str | None = None
         while True:
-            query = {"tenant_id": tenant_id, "limit": limit, "cursor": cursor}
+            query = {"tenant_id": tenant_id, "limit": limit, "cursor": cursor, **_ledger(since, until, event_type)}
             page = await self._request("GET", _path(f"{API}/dead-letter", query))
             items.extend(page["items"])
             cursor = page.get("next_cursor")
@@ -733,6 +804,38 @@ class AsyncRelayClient:
 
     async def delete_dead_letter(self, event_id: str) -> None:
         await self._request("DELETE", f"{API}/dead-letter/{_seg(event_id)}", idempotent=False)
+
+    async def retry_matching(
+        self,
+        tenant_id: str | None = None,
+        *,
+        since: str | float | None = None,
+        until: str | float | None = None,
+        event_type: str | None = None,
+    ) -> int:
+        body = {"tenant_id": tenant_id, **_ledger(since, until, event_type)}
+        return int((await self._request("POST", f"{API}/retry-all", body, idempotent=False))["matched"])
+
+    async def purge_matching(
+        self,
+        tenant_id: str | None = None,
+        *,
+        since: str | float | None = None,
+        until: str | float | None = None,
+        event_type: str | None = None,
+    ) -> int:
+        body = {"tenant_id": tenant_id, **_ledger(since, until, event_type)}
+        return int((await self._request("POST", f"{API}/purge-all", body, idempotent=False))["matched"])
+
+    async def tenant_metrics(self, tenant_id: str) -> dict[str, Any]:
+        answer: dict[str, Any] = await self._request("GET", f"{API}/metrics/{_seg(tenant_id)}")
+        return answer
+
+    async def set_endpoint(self, tenant_id: str, enabled: bool) -> dict[str, Any]:
+        action = "enable" if enabled else "disable"
+        path = f"{API}/endpoints/{_seg(tenant_id)}/{action}"
+        answer: dict[str, Any] = await self._request("POST", path, idempotent=False)
+        return answer
 
     # -- tenants --
 

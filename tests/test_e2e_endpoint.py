@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -70,7 +72,7 @@ def test_failing_endpoint_is_disabled_holds_survives_a_kill_and_drains_in_order(
     time.sleep(0.8)  # probes come and fail; nothing may be dead-lettered for waiting
     code, dl = d.request("GET", "/api/v1/webhooks/dead-letter")
     assert code == 200 and dl["items"] == []
-    assert all(d.event(e)["status"] in ("queued", "retrying") for e in [first, *held])
+    assert all(d.event(e)["status"] in ("queued", "retrying", "delivering") for e in [first, *held])
     # The state is on disk: a SIGKILL does not forget it.
     _until(
         lambda: (
@@ -175,3 +177,38 @@ def test_ledger_filters_by_window_and_type_and_replays_only_those(
     assert (code, body) == (200, {"matched": 2})
     assert listed("") == early[:2]
     assert d.request("POST", "/api/v1/webhooks/purge-all", {"until": middle - 3600})[1] == {"matched": 0}
+
+
+def _cli(d: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "relay", *args, "--url", d.url]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+
+
+def test_cli_endpoint_and_filtered_dlq(make_daemon: Callable[..., Daemon], sink: Sink) -> None:
+    sink.responder = lambda n, r: Reply(500)
+    d = make_daemon()
+    write_tenant(d.config, "t", sink.url + "/t", retry_policy={"max_retries": 0}, circuit_breaker={"enabled": False})
+    d.start()
+    ids = {}
+    for kind in ("order.paid", "user.created"):
+        ids[kind] = d.send("t", kind)[1]["event_id"]
+        d.wait_status(ids[kind], "dead")
+    out = _cli(d, "dlq", "list", "--tenant", "t", "--since", "1h", "--type", "order.*", "--json")
+    assert out.returncode == 0, out.stderr
+    assert [i["event_id"] for i in json.loads(out.stdout)] == [ids["order.paid"]]
+    out = _cli(d, "dlq", "list", "--until", "1h", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout) == [], "nothing failed more than an hour ago"
+    bad = _cli(d, "dlq", "list", "--since", "last tuesday")
+    assert bad.returncode == 2 and "--since" in bad.stderr
+    sink.responder = lambda n, r: Reply(200)
+    out = _cli(d, "dlq", "retry-all", "--tenant", "t", "--type", "user.*", "--json")
+    assert out.returncode == 0 and json.loads(out.stdout) == {"requeued": 1}, out
+    d.wait_status(ids["user.created"], "delivered")
+    assert d.event(ids["order.paid"])["status"] == "dead"
+    out = _cli(d, "endpoint", "disable", "t")
+    assert out.returncode == 0 and "t: disabled" in out.stdout, out
+    out = _cli(d, "endpoint", "status", "t", "--json")
+    assert json.loads(out.stdout)["endpoint_state"] == "disabled"
+    assert _cli(d, "endpoint", "enable", "t").returncode == 0
+    assert "t: enabled" in _cli(d, "endpoint", "status", "t").stdout
+    assert _cli(d, "endpoint", "status", "nobody").returncode == 1
