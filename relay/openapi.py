@@ -35,7 +35,7 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 _STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 _TENANT_Q = _query("tenant_id", {"type": "string"}, "only this tenant")
-_INSTANT = {"anyOf": [{"type": "string"}, {"type": "number"}]}
+_INSTANT = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}]}
 _LEDGER_Q = [
     _query("since", {"type": "string"}, "failed at or after: RFC 3339 or UNIX seconds"),
     _query("until", {"type": "string"}, "failed at or before: RFC 3339 or UNIX seconds"),

@@ -50,6 +50,7 @@ KNOWN_METRICS: frozenset[str] = frozenset(
         "hookrelay_oldest_pending_age_seconds",
         "hookrelay_circuit_open",
         "hookrelay_config_info",
+        "hookrelay_endpoint_state",
     }
 )
 
@@ -169,6 +170,7 @@ def test_dashboard_shape() -> None:
         "hookrelay_oldest_pending_age_seconds",
         "hookrelay_circuit_open",
         "hookrelay_config_last_reload_success",
+        "hookrelay_endpoint_state",
     ):
         assert needed in exprs, needed
     for q in ("0.5", "0.95", "0.99"):
@@ -187,6 +189,8 @@ def test_alert_rules() -> None:
         "HookrelayJournalFsyncSlow",
         "HookrelayJournalCorruption",
         "HookrelayCircuitOpen",
+        "HookrelayEndpointDisabled",
+        "HookrelayEndpointFailing",
     }
     for name, rule in rules.items():
         assert rule["labels"]["severity"] in ("info", "warning", "critical"), name
@@ -201,6 +205,9 @@ def test_alert_rules() -> None:
     fsync = rules["HookrelayJournalFsyncSlow"]["expr"]
     assert "histogram_quantile(0.99" in fsync and "hookrelay_journal_fsync_seconds_bucket" in fsync
     assert "> 0.1" in fsync
+    disabled, failing = rules["HookrelayEndpointDisabled"], rules["HookrelayEndpointFailing"]
+    assert 'hookrelay_endpoint_state{state="disabled"}' in disabled["expr"] and "== 1" in disabled["expr"]
+    assert 'hookrelay_endpoint_state{state="failing"}' in failing["expr"] and failing["for"] == "1h"
 
 
 # ------------------------------------------------------------- kubernetes --
