@@ -19,8 +19,12 @@ from types import FrameType
 from typing import Any
 
 from bench.common import OUT, Procs
+from bench.contracts import SCENARIOS as CONTRACT_SCENARIOS
 from bench.parties import Parties
-from bench.scenarios import SCENARIOS, Figure, Runner, settings
+from bench.scenarios import SCENARIOS as CORE_SCENARIOS
+from bench.scenarios import Figure, Runner, settings
+
+SCENARIOS = {**CORE_SCENARIOS, **CONTRACT_SCENARIOS}
 
 
 def machine() -> dict[str, Any]:

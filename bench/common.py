@@ -104,8 +104,8 @@ class Procs:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.live: list[subprocess.Popen[bytes]] = []
 
-    def spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         with open(self.log_dir / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, *args], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO)

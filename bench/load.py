@@ -25,8 +25,60 @@ SEND = "/api/v1/webhooks/send"
 SEND_BATCH = "/api/v1/webhooks/send-batch"
 
 
-def event(tenant: str, payload_bytes: int) -> dict[str, Any]:
+def event(tenant: str, payload_bytes: int, order: bool = False) -> dict[str, Any]:
+    if order:
+        return {"tenant_id": tenant, "event_type": "bench.order", "payload": order_payload(payload_bytes)}
     return {"tenant_id": tenant, "event_type": "bench.event", "payload": {"data": "x" * payload_bytes}}
+
+
+# A typical event contract: 10 properties, two of them nested objects (bench/contracts.py).
+ORDER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["order_id", "status", "total", "currency", "customer", "shipping"],
+    "properties": {
+        "order_id": {"type": "string", "pattern": "^ord_[0-9a-z]+$"},
+        "status": {"enum": ["pending", "paid", "shipped", "cancelled"]},
+        "total": {"type": "number", "minimum": 0},
+        "currency": {"type": "string", "minLength": 3, "maxLength": 3},
+        "created_at": {"type": "string"},
+        "paid": {"type": "boolean"},
+        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 20},
+        "note": {"type": "string", "maxLength": 2000},
+        "customer": {
+            "type": "object",
+            "required": ["id", "email"],
+            "properties": {"id": {"type": "string"}, "email": {"type": "string"}, "name": {"type": "string"}},
+        },
+        "shipping": {
+            "type": "object",
+            "required": ["country"],
+            "properties": {
+                "line1": {"type": "string"},
+                "city": {"type": "string"},
+                "postcode": {"type": "string"},
+                "country": {"type": "string", "minLength": 2, "maxLength": 2},
+            },
+        },
+    },
+}
+
+
+def order_payload(size: int) -> dict[str, Any]:
+    """A payload valid against ORDER_SCHEMA, padded (in `note`) to about `size` bytes of JSON."""
+    p: dict[str, Any] = {
+        "order_id": "ord_8f14e45fceea167a",
+        "status": "paid",
+        "total": 129.9,
+        "currency": "EUR",
+        "created_at": "2024-01-15T10:30:00Z",
+        "paid": True,
+        "tags": ["web", "promo", "first-order"],
+        "note": "",
+        "customer": {"id": "cus_42", "email": "ana@example.com", "name": "Ana Lima"},
+        "shipping": {"line1": "Rua Augusta 100", "city": "Lisboa", "postcode": "1100-053", "country": "PT"},
+    }
+    p["note"] = "n" * max(0, size - len(json.dumps(p)))
+    return p
 
 
 def delivery_body(i: int, payload_bytes: int) -> bytes:
@@ -62,11 +114,13 @@ async def run_send(args: argparse.Namespace) -> dict[str, Any]:
         base = f"http://127.0.0.1:{args.port}"
     if args.batch:
         url = base + SEND_BATCH
-        body = json.dumps({"events": [event(args.tenant, args.payload_bytes)] * args.batch}).encode()
+        body = json.dumps({"events": [event(args.tenant, args.payload_bytes, args.order)] * args.batch}).encode()
     else:
         url = base + SEND
-        body = json.dumps(event(args.tenant, args.payload_bytes)).encode()
+        body = json.dumps(event(args.tenant, args.payload_bytes, args.order)).encode()
     headers = {"Content-Type": "application/json"}
+    if args.traceparent:
+        headers["traceparent"] = args.traceparent
     statuses: dict[int, int] = {}
     latencies: list[float] = []
     accepted: dict[str, float] = {}
@@ -202,6 +256,8 @@ def main() -> None:
     s.add_argument("--duration", type=float, default=5.0)
     s.add_argument("--rate", type=float, default=0.0)
     s.add_argument("--record", action="store_true")
+    s.add_argument("--traceparent", default="", help="send this W3C traceparent header with every request")
+    s.add_argument("--order", action="store_true", help="bench.order events valid against ORDER_SCHEMA")
     r = sub.add_parser("raw")
     r.add_argument("--url", required=True)
     r.add_argument("--count", type=int, required=True)

@@ -115,6 +115,7 @@ class Parties:
         fresh: bool = True,
         wait: bool = True,
         extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> Server:
         config, data = self.daemon_dirs(name, fresh)
         if tenants is not None:
@@ -127,7 +128,7 @@ class Parties:
             sock = str(self.work / f"{name}.sock")
             args += ["--unix-socket", sock]
         args += extra or []
-        proc = self.procs.spawn(name, args)
+        proc = self.procs.spawn(name, args, env)
         server = Server(name, proc, port=port, unix=sock, config=config, data=data)
         if wait:
             wait_until_ready(port, proc, 60)

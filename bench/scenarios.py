@@ -218,7 +218,9 @@ def batch(r: Runner) -> list[Figure]:
 # ---- deliver -----------------------------------------------------------------------------------
 
 
-def preload(r: Runner, server: Server, tenant_id: str, n: int, payload_bytes: int = 1024, batch: int = 100) -> int:
+def preload(
+    r: Runner, server: Server, tenant_id: str, n: int, payload_bytes: int = 1024, batch: int = 100, **opts: Any
+) -> int:
     """Queue n events through send-batch; returns how many were accepted."""
     x = r.load(
         server,
@@ -228,6 +230,7 @@ def preload(r: Runner, server: Server, tenant_id: str, n: int, payload_bytes: in
         duration=300,
         concurrency=8,
         payload_bytes=payload_bytes,
+        **opts,
     )
     return int(x.result["events_ok"])
 

@@ -16,6 +16,7 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from relay import tracing
 from relay.config import ConfigError, Snapshot, TenantConfig
 from relay.delivery import DeliveryEngine, Entry
 from relay.delivery.ledger import LedgerFilter, parse_instant, pattern_problem
@@ -42,6 +43,7 @@ from relay.signing import (
     verify_standard_webhooks,
     verify_standard_webhooks_ed25519,
 )
+from relay.tracing import TraceContext
 from relay.urls import userinfo_clash
 
 log = logging.getLogger("relay.api")
@@ -189,9 +191,46 @@ class _Prepared:
     severity: int
     blob: bytes
     given_id: bool
+    deprecation: str | None = None  # the Deprecation header of a deprecated catalog type
+    event_type: str = ""
 
 
-def _prepare(st: AppState, req: SendRequest) -> _Prepared | dict[str, Any]:
+def _check_catalog(st: AppState, cfg: TenantConfig, req: SendRequest) -> str | None:
+    """422 for an unknown type (when the tenant requires known ones) or a schema violation.
+
+    Returns the `Deprecation` header value when the type is deprecated.
+    """
+    cat = st.config.snapshot.catalog
+    et = cat.types.get(req.event_type)
+    if et is None:
+        if cfg.require_known_event_types:
+            raise ApiError(
+                422,
+                "unknown_event_type",
+                f"event_type: {req.event_type!r} is not in the event catalog, and tenant "
+                f"{req.tenant_id!r} accepts only known types (require_known_event_types)",
+                {"field": "event_type"},
+            )
+        return None
+    violation = cat.check(req.event_type, req.payload)
+    if violation is not None:
+        st.metrics.schema_violations.labels(tenant=req.tenant_id, event_type=req.event_type).inc()
+        raise ApiError(
+            422,
+            "schema_violation",
+            f"payload{violation.pointer}: {violation.reason} (schema of event type {req.event_type!r})",
+            {
+                "field": "payload",
+                "pointer": violation.pointer,
+                "schema_pointer": violation.schema_pointer,
+                "reason": violation.reason,
+                "event_type": req.event_type,
+            },
+        )
+    return cat.deprecations.get(req.event_type)
+
+
+def _prepare(st: AppState, req: SendRequest, trace: TraceContext | None = None) -> _Prepared | dict[str, Any]:
     """Check tenant, filter, idempotency. Returns what to journal, or the final answer."""
     snap = st.config.snapshot
     cfg = snap.tenants.get(req.tenant_id)
@@ -208,6 +247,7 @@ def _prepare(st: AppState, req: SendRequest) -> _Prepared | dict[str, Any]:
             "listed in its allowed_target_hosts",
             {"field": "target_url"},
         )
+    deprecation = _check_catalog(st, cfg, req)
     if not cfg.accepts(req.event_type):
         st.metrics.tenant(req.tenant_id).filtered.inc()
         return {"event_id": req.event_id or new_event_id(), "status": "filtered"}
@@ -222,8 +262,11 @@ def _prepare(st: AppState, req: SendRequest) -> _Prepared | dict[str, Any]:
     # The key is kept even for a tenant without `ordering: fifo` (where it is ignored), so a
     # later switch to fifo orders what is already pending.
     stored = StoredEvent(envelope, req.event_type, req.target_url, req.custom_headers, req.ordering_key)
+    if trace is not None:
+        stored.traceparent, stored.tracestate = trace
     blob = encode_stored(stored)
-    return _Prepared(event_id, req.tenant_id, SEVERITY_RANK[req.severity], blob, req.event_id is not None)
+    given = req.event_id is not None
+    return _Prepared(event_id, req.tenant_id, SEVERITY_RANK[req.severity], blob, given, deprecation, req.event_type)
 
 
 QUEUE_FULL_RETRY_AFTER = "5"
@@ -324,6 +367,8 @@ async def _journal(
         if p.event_id in accepted:
             answers[i] = {"event_id": p.event_id, "status": "queued"}
             counts[p.tenant_id] += 1
+            if p.deprecation is not None:
+                st.metrics.deprecated.labels(tenant=p.tenant_id, event_type=p.event_type).inc()
         else:  # known to the engine after all (settled or live): never accepted twice
             answers[i] = _duplicate_answer(st, p.event_id) or {"event_id": p.event_id, "status": "queued"}
     for tenant, n in counts.items():
@@ -343,11 +388,15 @@ async def handle_send(request: web.Request) -> web.Response:
         dup = _duplicate_answer(st, req.event_id)
         if dup is not None:
             return json_response(dup, 200)
-    prepared = _prepare(st, req)
+    prepared = _prepare(st, req, tracing.from_field(req.trace_context, tracing.request_context(request)))
     if isinstance(prepared, dict):
         return json_response(prepared, 200)
+    tracing.annotate(request, tenant=req.tenant_id, event_type=req.event_type, event_id=prepared.event_id)
     (result,) = await _admit(st, [prepared])
-    return _answer(result)
+    resp = _answer(result)
+    if prepared.deprecation is not None and resp.status == 202:
+        resp.headers["Deprecation"] = prepared.deprecation
+    return resp
 
 
 async def handle_send_batch(request: web.Request) -> web.Response:
@@ -365,9 +414,11 @@ async def handle_send_batch(request: web.Request) -> web.Response:
         raise invalid("events", f"at most {MAX_BATCH} events per batch, got {len(batch.events)}")
     results: list[dict[str, Any]] = []
     todo: list[tuple[int, _Prepared]] = []
+    trace = tracing.request_context(request)  # items without a trace_context of their own share it
     for i, raw in enumerate(batch.events):
         try:
-            prepared = _prepare(st, decode_send(raw))
+            req = decode_send(raw)
+            prepared = _prepare(st, req, tracing.from_field(req.trace_context, trace))
         except ApiError as err:
             if isinstance(err.details, dict) and "field" in err.details:
                 err.details = {**err.details, "field": f"events[{i}].{err.details['field']}"}
@@ -376,11 +427,21 @@ async def handle_send_batch(request: web.Request) -> web.Response:
         results.append(prepared if isinstance(prepared, dict) else {})
         if not isinstance(prepared, dict):
             todo.append((i, prepared))
+    deprecations: set[str] = set()
     if todo:
         admitted = await _admit(st, [p for _, p in todo])
-        for (i, _), res in zip(todo, admitted, strict=True):
-            results[i] = {**res.body(), "status_code": res.status} if isinstance(res, ApiError) else res
-    return json_response({"results": results}, 200)
+        for (i, p), res in zip(todo, admitted, strict=True):
+            if isinstance(res, ApiError):
+                results[i] = {**res.body(), "status_code": res.status}
+                continue
+            if p.deprecation is not None and not res.get("duplicate"):
+                res = {**res, "deprecated": True}
+                deprecations.add(p.deprecation)
+            results[i] = res
+    resp = json_response({"results": results}, 200)
+    if deprecations:
+        resp.headers["Deprecation"] = min(deprecations)  # the earliest, when items differ
+    return resp
 
 
 # ---- management --------------------------------------------------------------------------
@@ -420,6 +481,10 @@ async def handle_public_key(request: web.Request) -> web.Response:
     if cfg.signing_key is None:
         raise ApiError(404, "no_signing_key", f"tenant {tenant_id!r} has no signing_key (standard-webhooks-ed25519)")
     return json_response({"tenant_id": tenant_id, "public_key": ed25519_public_key(cfg.signing_key)})
+
+
+async def handle_event_types(request: web.Request) -> web.Response:
+    return json_response({"event_types": request.app[STATE].config.snapshot.catalog.listing()})
 
 
 async def handle_delete_config(request: web.Request) -> web.Response:
@@ -699,9 +764,9 @@ async def handle_readyz(request: web.Request) -> web.Response:
 
 
 async def handle_openapi(request: web.Request) -> web.Response:
-    from relay.openapi import document
+    from relay.openapi import document_for
 
-    return json_response(document())
+    return json_response(document_for(request.app[STATE].config.snapshot.catalog))
 
 
 def _ops_routes() -> list[web.RouteDef]:
@@ -714,6 +779,8 @@ def _ops_routes() -> list[web.RouteDef]:
 
 def make_app(state: AppState) -> web.Application:
     middlewares: list[Any] = [errors_middleware]
+    if tracing.exporter is not None:  # outermost, so its span sees the answer the client gets
+        middlewares.insert(0, tracing.exporter.ingest_middleware())
     if state.ingest_token:
         middlewares.append(make_auth_middleware(state.ingest_token))
     # aiohttp enforces client_max_size when reading; we answer 413 ourselves with a JSON body.
@@ -726,6 +793,7 @@ def make_app(state: AppState) -> web.Application:
             web.post("/api/v1/webhooks/send-batch", handle_send_batch),
             web.get("/api/v1/webhooks/configs", handle_configs),
             web.get("/api/v1/webhooks/configs/{tenant_id}/public-key", handle_public_key),
+            web.get("/api/v1/webhooks/event-types", handle_event_types),
             web.post("/api/v1/webhooks/configure", handle_configure),
             web.delete("/api/v1/webhooks/config/{tenant_id}", handle_delete_config),
             web.get("/api/v1/webhooks/metrics/{tenant_id}", handle_tenant_metrics),

@@ -104,7 +104,8 @@ def _cmd_check_config(ns: argparse.Namespace) -> int:
         print(f"{ns.path}: INVALID with --strict ({len(weak)} problem(s))", file=sys.stderr)
         return EXIT_FAIL
     names = ", ".join(sorted(snap.tenants)) or "none"
-    print(f"{ns.path}: OK, {len(snap.tenants)} tenant(s): {names} (digest {snap.digest[:12]})")
+    types_ = f", {len(snap.catalog.types)} event type(s)" if snap.catalog.types else ""
+    print(f"{ns.path}: OK, {len(snap.tenants)} tenant(s): {names}{types_} (digest {snap.digest[:12]})")
     return EXIT_OK
 
 

@@ -41,7 +41,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
-from relay import redact
+from relay import catalog, redact
 from relay.errors import ConfigError as ConfigError  # re-exported: callers import it from here
 from relay.events import is_reserved_header
 from relay.proxy import check as check_proxy
@@ -214,6 +214,7 @@ class TenantConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict
     # Delivery policy (SPEC §12): per-key FIFO, and answers that end an event at once.
     ordering: Literal["none", "fifo"] = "none"
     final_statuses: tuple[int, ...] = (410,)
+    require_known_event_types: bool = False  # refuse (422) event types not in the catalog
 
     @functools.cached_property
     def _matcher(self) -> tuple[bool, frozenset[str], tuple[str, ...]]:
@@ -317,6 +318,7 @@ class Snapshot:
     digest: str
     # With `allow_unset_env`: one line per unset ${VAR} (and per check it kept from being made).
     notes: tuple[str, ...] = ()
+    catalog: catalog.Catalog = catalog.EMPTY  # event types (SPEC §14), from every file's event_types:
 
 
 # ---------------------------------------------------------------------------------------------
@@ -936,11 +938,11 @@ def _tenants_in(doc: Any, problems: _Problems) -> Iterator[tuple[str, Any]]:
     """(key-path prefix, tenant mapping) for each tenant in one file's document."""
     if doc is None:
         return  # an empty file holds no tenants
-    if isinstance(doc, dict) and "tenants" in doc:
+    if isinstance(doc, dict) and ("tenants" in doc or "event_types" in doc):
         for key in doc:
-            if key != "tenants":
-                problems.add(_key_str(key), "unknown key (a file with a tenants: list holds nothing else)")
-        items = doc["tenants"]
+            if key not in ("tenants", "event_types"):
+                problems.add(_key_str(key), "unknown key (a file with tenants: or event_types: holds nothing else)")
+        items = doc.get("tenants")
         if items is None:
             return
         if not isinstance(items, list):
@@ -994,6 +996,8 @@ def load_path(path: Path, env: Mapping[str, str] | None = None, *, allow_unset_e
     sources: dict[str, Path] = {}
     where: dict[str, str] = {}  # tenant_id -> file name, for duplicate messages
     notes: list[str] = []
+    event_types: list[catalog.Compiled] = []
+    type_where: dict[str, str] = {}  # event type name -> file name
     for file in files:
         name = str(file)
         try:
@@ -1027,6 +1031,14 @@ def load_path(path: Path, env: Mapping[str, str] | None = None, *, allow_unset_e
             where[tenant.tenant_id] = name
             tenants[tenant.tenant_id] = tenant
             sources[tenant.tenant_id] = file
+        if isinstance(doc, dict) and "event_types" in doc:
+            for entry in catalog.parse_event_types(doc["event_types"], problems.add, _msgspec_problem):
+                i, et, _ = entry
+                if (other := type_where.get(et.name)) is not None:
+                    problems.add(f"event_types[{i}].name", f"duplicate event type {et.name!r} (also in {other})")
+                    continue
+                type_where[et.name] = name
+                event_types.append(entry)
         lines.extend(problems.lines)
         notes.extend(problems.notes)
 
@@ -1042,6 +1054,7 @@ def load_path(path: Path, env: Mapping[str, str] | None = None, *, allow_unset_e
         sources=types.MappingProxyType(sources),
         digest=digest.hexdigest(),
         notes=tuple(notes),
+        catalog=catalog.build(event_types),
     )
 
 

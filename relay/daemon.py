@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from relay import __version__
+from relay import __version__, tracing
 from relay.api import CLIENT_TIMEOUT, AppState, make_app, make_ops_app
 from relay.config import ConfigError
 from relay.delivery import DeliveryEngine
@@ -38,7 +38,8 @@ from relay.settings import Settings, parse_hostport
 log = logging.getLogger("relay.daemon")
 
 PROBE_INTERVAL = 1.0
-HTTP_DRAIN_TIMEOUT = 2.0  # for ingest requests already being journaled when shutdown starts
+HTTP_DRAIN_TIMEOUT = 2.0
+SPAN_FLUSH_TIMEOUT = 3.0  # for ingest requests already being journaled when shutdown starts
 
 
 def _check_unix_socket(path: Path) -> None:
@@ -66,6 +67,17 @@ async def _start_tcp(runner: web.AppRunner, flag: str, value: str) -> None:
     except OSError as exc:
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
         raise StartupError([f"{flag} {value}: cannot listen: {reason}"]) from None
+
+
+async def _flush_spans() -> None:
+    """Hand the spans still queued to the OTLP endpoint, waiting a bounded time for it."""
+    if tracing.exporter is None:
+        return
+    try:
+        async with asyncio.timeout(SPAN_FLUSH_TIMEOUT):
+            await asyncio.to_thread(tracing.shutdown)
+    except TimeoutError:
+        log.warning("OpenTelemetry: the span exporter did not flush within %ss", SPAN_FLUSH_TIMEOUT)
 
 
 class Daemon:
@@ -171,6 +183,7 @@ class Daemon:
 
     async def _listen(self) -> None:
         s = self.s
+        tracing.setup(os.environ)  # before make_app: the exporter adds the ingest-span middleware
         # Ops first: once the API answers /readyz, the ops listener is already bound too.
         if s.ops_listen:
             ops = web.AppRunner(
@@ -252,6 +265,7 @@ class Daemon:
         if self.ops is not None:
             await self.ops.stop()
         await self.journal.close()
+        await _flush_spans()
         if self.s.unix_socket is not None:
             with contextlib.suppress(OSError):
                 self.s.unix_socket.unlink()

@@ -11,7 +11,7 @@ import re
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -63,6 +63,9 @@ class SendRequest(msgspec.Struct, forbid_unknown_fields=True):
     context: dict[str, str] | None = None
     event_id: str | None = None
     ordering_key: str | None = None
+    # W3C trace context for this event ({"traceparent", "tracestate"}); read leniently by
+    # relay.tracing, because an invalid trace context is ignored, never an error (W3C).
+    trace_context: Any = None
 
 
 class BatchRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -82,13 +85,29 @@ class Envelope(msgspec.Struct):
 
 
 class StoredEvent(msgspec.Struct, array_like=True):
-    """What the journal keeps for an accepted event (msgpack, positional for compactness)."""
+    """What the journal keeps for an accepted event (msgpack, positional for compactness).
+
+    Trailing fields have defaults, so records written before they existed still decode: four
+    elements (before ordering), five (before trace context). An event without a trace context is
+    still written as five (see `encode_stored`).
+    """
 
     envelope: bytes
     event_type: str
     target_url: str | None
     custom_headers: dict[str, str] | None
-    # Trailing fields have defaults, so records written before they existed still decode.
+    ordering_key: str | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+
+class _StoredUntraced(msgspec.Struct, array_like=True):
+    """The five-element form, byte for byte what hookrelay wrote before trace context existed."""
+
+    envelope: bytes
+    event_type: str
+    target_url: str | None
+    custom_headers: dict[str, str] | None
     ordering_key: str | None = None
 
 
@@ -155,6 +174,11 @@ def build_envelope(req: SendRequest, event_id: str, now: float | None = None) ->
 
 
 def encode_stored(ev: StoredEvent) -> bytes:
+    if ev.traceparent is None:
+        # Untraced events keep the old layout, so a journal stays readable by an older hookrelay.
+        return _stored_encoder.encode(
+            _StoredUntraced(ev.envelope, ev.event_type, ev.target_url, ev.custom_headers, ev.ordering_key)
+        )
     return _stored_encoder.encode(ev)
 
 

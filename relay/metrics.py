@@ -136,6 +136,20 @@ class Metrics:
         self.task_restarts = Counter(
             "hookrelay_task_restarts", "Background tasks restarted after an unexpected error", registry=r
         )
+        # Labelled by catalog names only (a deprecated type or one with a schema is in the catalog),
+        # so an arbitrary event_type from a producer can never add a series.
+        self.deprecated = Counter(
+            "hookrelay_deprecated_events",
+            "Events accepted whose type the catalog marks deprecated",
+            ["tenant", "event_type"],
+            registry=r,
+        )
+        self.schema_violations = Counter(
+            "hookrelay_schema_violations",
+            "Events refused (422) because the payload violates its type's schema",
+            ["tenant", "event_type"],
+            registry=r,
+        )
         for result in ("success", "failure"):
             self.reloads.labels(result=result)
         self.last_reload_ok.set(1)

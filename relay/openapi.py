@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import functools
 from typing import Any
+from urllib.parse import quote
 
 from relay import __version__
+from relay.catalog import Catalog, EventType
 
 P = "/api/v1/webhooks"
 
@@ -94,6 +96,10 @@ SCHEMAS: dict[str, Any] = {
                 "type": "string",
                 "maxLength": 256,
                 "description": "at most 256 bytes (UTF-8); orders events of one key on an `ordering: fifo` tenant",
+            },
+            "trace_context": {
+                "description": "W3C trace context of this event; overrides the request's traceparent/tracestate "
+                "headers. Read as {traceparent, tracestate}; any other value is ignored, never an error.",
             },
         },
     },
@@ -222,6 +228,20 @@ SCHEMAS: dict[str, Any] = {
                 "items": {"type": "string"},
                 "description": "hosts a target_url may name besides the origin of base_url (*.example.com allowed)",
             },
+            "require_known_event_types": {"type": "boolean"},
+        },
+    },
+    "EventType": {
+        "type": "object",
+        "required": ["name", "description", "schema", "deprecated"],
+        "properties": {
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "schema": {"description": "JSON Schema (draft 2020-12) of the payload, or null"},
+            "deprecated": {
+                "description": "false, true, or the date it is deprecated as of",
+                "type": ["boolean", "string"],
+            },
         },
     },
     "TenantMetrics": {
@@ -316,6 +336,22 @@ def document() -> dict[str, Any]:
                         "per item, in order, what /send would answer",
                     ),
                     **_BAD,
+                },
+            }
+        },
+        f"{P}/event-types": {
+            "get": {
+                "summary": "The event catalog (event_types: in the config files), by name",
+                "operationId": "listEventTypes",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["event_types"],
+                            "properties": {"event_types": {"type": "array", "items": _ref("EventType")}},
+                        },
+                        "every catalog entry",
+                    )
                 },
             }
         },
@@ -566,8 +602,65 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "http://127.0.0.1:8787"}],
         "paths": paths,
+        "webhooks": {},  # the event catalog's types, filled in by document_for()
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {"ingestToken": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+# ---- the event catalog as OpenAPI 3.1 webhooks --------------------------------------------
+
+_DELIVERY_HEADERS = [
+    {"name": "X-Webhook-Signature", "in": "header", "required": True, "schema": {"type": "string"}},
+    {"name": "X-Event-ID", "in": "header", "required": True, "schema": {"type": "string"}},
+    {"name": "X-Event-Type", "in": "header", "required": True, "schema": {"type": "string"}},
+    {"name": "X-Tenant-ID", "in": "header", "required": True, "schema": {"type": "string"}},
+    {"name": "X-Timestamp", "in": "header", "required": True, "schema": {"type": "string"}},
+    {"name": "traceparent", "in": "header", "required": False, "schema": {"type": "string"}},
+]
+
+
+def _payload_schema(name: str, schema: Any) -> Any:
+    if schema is None:
+        return {"description": "any JSON value (no schema in the catalog)"}
+    if isinstance(schema, dict) and "$id" not in schema:
+        # Its own resource: a "#/$defs/..." inside it must not resolve against this document.
+        return {"$id": f"urn:hookrelay:event-type:{quote(name, safe='.-_~')}", **schema}
+    return schema
+
+
+def _webhook(et: EventType) -> dict[str, Any]:
+    envelope = {
+        "type": "object",
+        "required": ["id", "event_type", "tenant_id", "created_at", "severity", "context", "payload"],
+        "properties": {
+            "id": {"type": "string"},
+            "event_type": {"const": et.name},
+            "tenant_id": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "severity": {"enum": ["Low", "Medium", "High", "Critical"]},
+            "context": _STR_MAP,
+            "payload": _payload_schema(et.name, et.schema),
+        },
+    }
+    op: dict[str, Any] = {
+        "summary": et.description or et.name,
+        "description": f"What a receiver gets for event type {et.name!r} (SPEC §4): the envelope, signed.",
+        "parameters": _DELIVERY_HEADERS,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": envelope}}},
+        "responses": {
+            "2XX": {"description": "delivered"},
+            "410": {"description": "gone: no more deliveries to this endpoint"},
+            "default": {"description": "a failed attempt: retried per the tenant's policy"},
+        },
+    }
+    if et.deprecated is not False:
+        op["deprecated"] = True
+    return {"post": op}
+
+
+def document_for(catalog: Catalog) -> dict[str, Any]:
+    """The document with the catalog as `webhooks`, one entry per event type."""
+    return {**document(), "webhooks": {name: _webhook(catalog.types[name]) for name in sorted(catalog.types)}}

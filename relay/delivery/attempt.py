@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from relay import tracing
 from relay.config import TenantConfig
 from relay.dispatch import EgressPolicy, Outcome, build_headers, describe_error
 from relay.events import StoredEvent
@@ -44,19 +45,28 @@ async def send(
     stored: StoredEvent,
     event_id: str,
     egress: EgressPolicy,
+    attempt: int = 0,
 ) -> Outcome:
     if stored.target_url is not None and not cfg.target_allowed(stored.target_url):
         # Accepted under an older config: the tenant's signature, auth and headers go only to its
         # own origin and allowed_target_hosts (SPEC §3), so this event is refused, never sent.
         return Outcome("refused", None, _NOT_ALLOWED, 0.0)
+    span: tracing.AttemptSpan | None = None
     try:
         headers = build_headers(cfg, stored, event_id, int(time.time()))
+        # The event's trace context (SPEC §14), set last; with OTel export, the attempt's span.
+        span = tracing.on_attempt(
+            headers, stored.traceparent, stored.tracestate, cfg.tenant_id, stored.event_type, event_id, attempt
+        )
         url = stored.target_url or cfg.base_url
-        return await deliver(session, cfg, url, stored.envelope, headers, egress)
+        out = await deliver(session, cfg, url, stored.envelope, headers, egress)
     except Exception as exc:  # an unusable event is an outcome, never a crash loop
         reason = f"request could not be built: {describe_error(exc)}"
         log.debug("event %s: %s", event_id, reason)
-        return Outcome("error", None, reason, 0.0)
+        out = Outcome("error", None, reason, 0.0)
+    if span is not None:
+        span.end(out.status, out.kind, out.error)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -395,7 +395,7 @@ class DeliveryEngine:
         started = self._clock()
         fields = {"event_id": e.event_id, "tenant": e.tenant_id, "attempt": n}
         log.debug("Tentativa %d para evento %s - Tenant: %s", n, e.event_id, e.tenant_id, extra=fields)
-        out = await send(self._session, cfg, stored, e.event_id, self.egress)
+        out = await send(self._session, cfg, stored, e.event_id, self.egress, n)
         self._observe(ts, cfg, out)
         # A probe is judged as if it were a first attempt: only a final answer settles the event.
         verdict = decide(out, 0 if probe_held else n, cfg, self._rand)
