@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.common import cpu_seconds, free_port, http, wait_for, wait_until_ready
+from bench.common import free_port, http, wait_until_ready
 from bench.load import ORDER_SCHEMA
-from bench.parties import HOLD, Server, tenant
-from bench.scenarios import Figure, Runner, Sample, compare, preload
+from bench.parties import Server, tenant
+from bench.scenarios import Figure, Runner, Sample, compare, drain
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -76,28 +75,7 @@ def tracing(r: Runner) -> list[Figure]:
     url = f"{r.p.sink_url}/hook/tdrain"
 
     def drain_round(name: str, env: dict[str, str] | None) -> Callable[[], Sample]:
-        def go() -> Sample:
-            d = r.p.start_daemon(name, [tenant("tdrain", url, **HOLD)])
-            preload(r, d, "tdrain", s.backlog, traceparent=TRACEPARENT)
-            wait_for(lambda: r.p.tenant_metrics(d, "tdrain")["pending_events"] >= s.backlog - 1, 30)
-            pending = int(r.p.tenant_metrics(d, "tdrain")["pending_events"])
-            r.p.stop(d)
-            before = r.p.sink_count()
-            d = r.p.start_daemon(name, [tenant("tdrain", url)], fresh=False, wait=False, env=env)
-            wait_until_ready(d.port, d.proc, 60)
-            t0 = time.monotonic()
-            c0 = cpu_seconds(d.pid)
-            at_ready = r.p.sink_count()
-            done = r.p.wait_sink(before + pending, timeout=120)
-            elapsed = time.monotonic() - t0
-            cpu = cpu_seconds(d.pid) - c0
-            got = r.p.sink_count() - at_ready
-            r.p.stop(d)
-            r.expected_deliveries = r.p.sink_count()
-            res = {"pending": pending, "delivered_in_window": got, "elapsed": elapsed, "complete": done}
-            return Sample(got / elapsed, 1000 * cpu / got if got else float("nan"), res)
-
-        return go
+        return lambda: drain(r, name, "tdrain", url, s.backlog, env, traceparent=TRACEPARENT)
 
     a, b = "drain, export on", "drain, export off"
     runs = r.alternate([(a, drain_round("tdrain-on", on_env)), (b, drain_round("tdrain-off", None))], 2)

@@ -235,31 +235,39 @@ def preload(
     return int(x.result["events_ok"])
 
 
+def drain(
+    r: Runner, name: str, tenant_id: str, url: str, backlog: int, env: dict[str, str] | None = None, **opts: Any
+) -> Sample:
+    """Queue `backlog` held events (load options `opts`), restart without the hold (with `env`),
+    and time from /readyz 200 to the sink counting them all."""
+    d = r.p.start_daemon(name, [tenant(tenant_id, url, **HOLD)])
+    preload(r, d, tenant_id, backlog, **opts)
+    r.settle(0)
+    wait_for(lambda: r.p.tenant_metrics(d, tenant_id)["pending_events"] >= backlog - 1, 30)
+    pending = int(r.p.tenant_metrics(d, tenant_id)["pending_events"])
+    r.p.stop(d)
+    before = r.p.sink_count()
+    d = r.p.start_daemon(name, [tenant(tenant_id, url)], fresh=False, wait=False, env=env)
+    wait_until_ready(d.port, d.proc, 60)
+    t0 = time.monotonic()
+    c0 = cpu_seconds(d.pid)
+    at_ready = r.p.sink_count()
+    done = r.p.wait_sink(before + pending, timeout=120)
+    elapsed = time.monotonic() - t0
+    cpu = cpu_seconds(d.pid) - c0
+    got = r.p.sink_count() - at_ready
+    r.p.stop(d)
+    r.expected_deliveries = r.p.sink_count()
+    res = {"pending": pending, "delivered_in_window": got, "elapsed": elapsed, "complete": done}
+    return Sample(got / elapsed, 1000 * cpu / got if got else float("nan"), res)
+
+
 def deliver(r: Runner) -> list[Figure]:
     s = r.s
     url = f"{r.p.sink_url}/hook/drain"
 
     def daemon_round() -> Sample:
-        d = r.p.start_daemon("deliver", [tenant("drain", url, **HOLD)])
-        preload(r, d, "drain", s.backlog)
-        r.settle(0)
-        wait_for(lambda: r.p.tenant_metrics(d, "drain")["pending_events"] >= s.backlog - 1, 30)
-        pending = int(r.p.tenant_metrics(d, "drain")["pending_events"])
-        r.p.stop(d)
-        before = r.p.sink_count()
-        d = r.p.start_daemon("deliver", [tenant("drain", url)], fresh=False, wait=False)
-        wait_until_ready(d.port, d.proc, 60)
-        t0 = time.monotonic()
-        c0 = cpu_seconds(d.pid)
-        at_ready = r.p.sink_count()
-        done = r.p.wait_sink(before + pending, timeout=120)
-        elapsed = time.monotonic() - t0
-        cpu = cpu_seconds(d.pid) - c0
-        got = r.p.sink_count() - at_ready
-        r.p.stop(d)
-        r.expected_deliveries = r.p.sink_count()
-        res = {"pending": pending, "delivered_in_window": got, "elapsed": elapsed, "complete": done}
-        return Sample(got / elapsed, 1000 * cpu / got if got else float("nan"), res)
+        return drain(r, "deliver", "drain", url, s.backlog)
 
     def raw_round() -> Sample:
         r.seq += 1
