@@ -54,8 +54,9 @@ class _Attempt:
     def end(self, status: int | None, outcome: str, error: str | None) -> None:
         span = self._span
         if status is not None:
-            span.set_attribute("http.response.status_code", status)
-        span.set_attribute("hookrelay.outcome", outcome)
+            span.set_attributes({"http.response.status_code": status, "hookrelay.outcome": outcome})
+        else:
+            span.set_attribute("hookrelay.outcome", outcome)
         if outcome != "success":
             span.set_status(Status(StatusCode.ERROR, error))
         span.end()
