@@ -337,7 +337,13 @@ def test_metrics_reference_matches_what_metrics_exports(make_daemon: Any, sink: 
 
     d = make_daemon()
     write_tenant(d.config, "acme", sink.url + "/hook")
+    # Series labelled by event type exist once the catalog has met an event: one deprecated
+    # event accepted, one refused by its schema.
+    catalog = {"event_types": [{"name": "old.type", "deprecated": True, "schema": {"type": "object"}}]}
+    (d.config / "catalog.yaml").write_text(json.dumps(catalog))
     d.start()
+    assert d.send("acme", "old.type", {"a": 1})[0] == 202
+    assert d.send("acme", "old.type", [1])[0] == 422
     status, text = d.request("GET", "/metrics")
     assert status == 200
     exported: dict[str, set[str]] = {}
