@@ -21,7 +21,7 @@ async def test_settled_ids_survive_restart_and_are_capped(tmp_path: Path) -> Non
 
     again = Journal(tmp_path, idempotency_max=3)
     rec = again.open()
-    assert rec.live == []
+    assert len(rec.live) == 0
     assert [again.was_settled(eid) for eid in ids] == [False, False, True, True, True]
     await again.close()
 

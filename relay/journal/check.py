@@ -67,13 +67,13 @@ def check(data_dir: Path) -> CheckReport:
     if not jdir.is_dir():
         rep.problems.append("no journal yet")
         return rep
-    r = replay(jdir, collect=False, count_ids=True)
+    r = replay(jdir, count_ids=True)
     rep.segments = len(r.segments)
     rep.bytes = sum(os.stat(jdir / seg_name(s)).st_size for s in r.segments)
     rep.records = r.records
     rep.events = len(r.seen_ids or ())
-    rep.dead = sum(1 for ev in r.index.events.values() if ev.dead is not None)
-    rep.pending = len(r.index.events) - rep.dead
+    rep.dead = len(r.index.dead)
+    rep.pending = len(r.index) - rep.dead
     rep.settled = len(r.index.settled)
     if r.checkpoint_problem:
         rep.problems.append(r.checkpoint_problem)

@@ -103,7 +103,7 @@ def build_snapshots(jdir: Path, jobs: list[SnapJob], now: float) -> list[tuple[s
     return out
 
 
-def remove_segments(jdir: Path, segs: list[int], settled: dict[str, float]) -> None:
+def remove_segments(jdir: Path, segs: list[int], settled: list[tuple[int, float]]) -> None:
     """Checkpoint first, unlink second: a crash in between leaves a segment that replays cleanly."""
     write_checkpoint(jdir, settled)
     for seg in segs:

@@ -13,17 +13,19 @@ import asyncio
 import logging
 import os
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import overload
 
 from relay.fsutil import fsync_dir
 
 from .compaction import REWRITE_BELOW, SnapJob, build_snapshots, removable, remove_segments
 from .errors import JournalError, JournalUnavailable, UnknownEvent
 from .lock import DirLock
-from .model import FsyncMode, Recovered
+from .model import FsyncMode, LiveEvent, Recovered
 from .records import (
     ACCEPTED,
     ATTEMPT,
@@ -43,7 +45,7 @@ from .records import (
 )
 from .recovery import Damage, replay
 from .segments import JOURNAL_DIR, mkdir_durable, quarantine, seg_name
-from .state import Ev, Index
+from .state import Index
 from .writer import Commit, FsyncFn, SegmentWriter, WriteFn
 
 log = logging.getLogger("relay.journal")
@@ -54,7 +56,7 @@ _MODES = ("always", "batch", "never")
 class _Rec:
     """A record on its way to disk, with what the index needs once it is durable."""
 
-    __slots__ = ("bo", "data", "dead", "eid", "ev", "f", "kind")
+    __slots__ = ("bo", "data", "dead", "eid", "f", "kind", "sev", "slot", "tenant")
 
     def __init__(
         self,
@@ -65,15 +67,21 @@ class _Rec:
         bo: int = 0,
         f: float | None = None,
         dead: tuple[str, float] | None = None,
-        ev: Ev | None = None,
+        slot: int = -1,
+        tenant: str = "",
+        sev: int = 0,
     ) -> None:
         self.kind = kind
         self.eid = eid
         self.data = data
         self.bo = bo
-        self.f = f  # next_due (ATTEMPT, SNAPSHOT) or settle time (DELIVERED, PURGED)
+        # accepted_at (ACCEPTED), next_due (ATTEMPT, SNAPSHOT) or settle time (DELIVERED, PURGED)
+        self.f = f
         self.dead = dead
-        self.ev = ev  # the live event it touches, pinned against compaction until applied
+        # The live event's slot: pinned (kept from compaction and from reuse) until applied.
+        self.slot = slot
+        self.tenant = tenant
+        self.sev = sev
 
 
 class _Req:
@@ -112,6 +120,8 @@ class Journal:
             raise ValueError(f"fsync must be one of {', '.join(_MODES)}, not {fsync!r}")
         if segment_max_bytes < 4096:
             raise ValueError("segment_max_bytes must be at least 4096")
+        if segment_max_bytes > 2**31:
+            raise ValueError("segment_max_bytes must be at most 2 GiB")  # offsets are 32-bit in the index
         self._dir = Path(data_dir)
         self._jdir = self._dir / JOURNAL_DIR
         self._mode: FsyncMode = fsync
@@ -159,7 +169,7 @@ class Journal:
     def _recover(self) -> Recovered:
         t0 = time.perf_counter()
         mkdir_durable(self._jdir)
-        rep = replay(self._jdir, collect=True)
+        rep = replay(self._jdir)
         if rep.checkpoint_problem:
             log.error("journal: %s; settled ids of removed segments are forgotten", rep.checkpoint_problem)
         torn = corrupt = 0
@@ -186,9 +196,8 @@ class Journal:
         self._seg_size = sizes
         self._index = idx = rep.index
 
-        cutoff = self._clock() - self._window
-        young = sorted(((eid, ts) for eid, ts in idx.settled.items() if ts >= cutoff), key=lambda x: x[1])
-        idx.settled = dict(young[-self._idem_max :] if self._idem_max else [])
+        idx.settled.sort()
+        idx.prune_settled(self._clock() - self._window, self._idem_max)
 
         self._writer = SegmentWriter(
             self._jdir,
@@ -202,13 +211,13 @@ class Journal:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-writer")
         log.info(
             "journal: recovered %d live events, %d settled ids from %d segments (%d records) in %.3f s",
-            len(rep.live),
+            len(idx),
             len(idx.settled),
             len(segs),
             rep.records,
             time.perf_counter() - t0,
         )
-        return Recovered(rep.live, set(idx.settled), corrupt, torn)
+        return Recovered(_LiveEvents(self, idx.live_slots()), len(idx.settled), corrupt, torn)
 
     def _init_segment(self, seg: int) -> None:
         fd = os.open(self._jdir / seg_name(seg), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -296,9 +305,10 @@ class Journal:
         self._check_open()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
+        pin = self._index.pin
         for r in records:
-            if r.ev is not None:
-                r.ev.busy += 1
+            if r.slot >= 0:
+                pin(r.slot)
         self._pending.append(_Req(records, fut, sync, lazy))
         if self._task is None:
             self._task = loop.create_task(self._run(), name="journal-writer")
@@ -354,10 +364,11 @@ class Journal:
         if self._healthy:
             log.error("journal: write failed, refusing new events until the disk recovers: %s", err)
         self._healthy = False
+        unpin = self._index.unpin
         for q in batch:
             for r in q.records:
-                if r.ev is not None:
-                    r.ev.busy -= 1
+                if r.slot >= 0:
+                    unpin(r.slot)
             if not q.fut.done():
                 exc = JournalUnavailable(f"journal write failed: {err}")
                 exc.__cause__ = err
@@ -377,13 +388,14 @@ class Journal:
                 except Exception:
                     log.exception("journal: on_fsync callback failed")
         apply = self._apply
+        unpin = self._index.unpin
         positions = iter(res.positions)
         for q in batch:
             for r in q.records:
                 seg, off = next(positions)
                 apply(r, seg, off)
-                if r.ev is not None:
-                    r.ev.busy -= 1
+                if r.slot >= 0:
+                    unpin(r.slot)
             if not q.fut.done():
                 q.fut.set_result(None)
 
@@ -392,7 +404,8 @@ class Journal:
         k = r.kind
         ln = len(r.data)
         if k == ACCEPTED:
-            idx.accepted(r.eid, seg, off, ln, r.bo)
+            assert r.f is not None
+            idx.accepted(r.eid, seg, off, ln, r.bo, r.tenant, r.sev, r.f)
         elif k == ATTEMPT:
             idx.attempt(r.eid, seg, off, ln, r.f)
         elif k in (DELIVERED, PURGED):
@@ -400,20 +413,20 @@ class Journal:
             idx.settle(r.eid, seg, r.f)
         elif k == DEAD:
             assert r.dead is not None
-            idx.dead(r.eid, seg, off, ln, r.dead[0], r.dead[1])
+            idx.dead_at(r.eid, seg, off, ln, r.dead[0], r.dead[1])
         elif k == REQUEUED:
             idx.requeued(r.eid, seg, off, ln)
         elif k == SNAPSHOT:
             idx.snapshot(r.eid, seg, off, ln, r.bo, r.f, r.dead)
 
-    def _live(self, event_id: str) -> Ev:
-        ev = self._index.events.get(event_id)
-        if ev is None:
+    def _live(self, event_id: str) -> int:
+        s = self._index.find(event_id)
+        if s < 0:
             raise UnknownEvent(event_id)
-        return ev
+        return s
 
-    def _settle_rec(self, kind: int, event_id: str, now: float, ev: Ev | None) -> _Rec:
-        return _Rec(kind, event_id, encode(kind, event_id.encode(), b"", 0, now, 0.0), f=now, ev=ev)
+    def _settle_rec(self, kind: int, event_id: str, now: float, slot: int) -> _Rec:
+        return _Rec(kind, event_id, encode(kind, event_id.encode(), b"", 0, now, 0.0), f=now, slot=slot)
 
     # ----------------------------------------------------------------------------- public operations
 
@@ -429,19 +442,29 @@ class Journal:
             eb = event_id.encode()
             tb = tenant_id.encode()
             data = encode(ACCEPTED, eb, tb, severity, now, accepted_at, blob)
-            recs.append(_Rec(ACCEPTED, event_id, data, bo=HEADER_SIZE + len(eb) + len(tb)))
+            recs.append(
+                _Rec(
+                    ACCEPTED,
+                    event_id,
+                    data,
+                    bo=HEADER_SIZE + len(eb) + len(tb),
+                    f=accepted_at,
+                    tenant=tenant_id,
+                    sev=severity,
+                )
+            )
         await self._enqueue(recs)
 
     async def attempt(self, event_id: str, blob: bytes, next_due: float | None) -> None:
-        ev = self._live(event_id)
+        s = self._live(event_id)
         data = encode(ATTEMPT, event_id.encode(), b"", 0, self._clock(), nan_if_none(next_due), blob)
-        await self._enqueue([_Rec(ATTEMPT, event_id, data, f=next_due, ev=ev)], lazy=True)
+        await self._enqueue([_Rec(ATTEMPT, event_id, data, f=next_due, slot=s)], lazy=True)
 
     async def delivered(self, event_id: str) -> None:
         """Settle a delivered event. A no-op for an id that is not live (already settled)."""
-        ev = self._index.events.get(event_id)
-        if ev is not None:
-            await self._enqueue([self._settle_rec(DELIVERED, event_id, self._clock(), ev)], lazy=True)
+        s = self._index.find(event_id)
+        if s >= 0:
+            await self._enqueue([self._settle_rec(DELIVERED, event_id, self._clock(), s)], lazy=True)
 
     def delivered_nowait(self, event_id: str) -> None:
         """Settle a delivered event in the next group commit without waiting for it.
@@ -449,16 +472,16 @@ class Journal:
         Losing this record to a crash only means the event is delivered once more after the
         restart (at-least-once), so the delivery path does not hold its slot for the fsync.
         """
-        ev = self._index.events.get(event_id)
-        if ev is not None:
-            fut = self._enqueue([self._settle_rec(DELIVERED, event_id, self._clock(), ev)], lazy=True)
+        s = self._index.find(event_id)
+        if s >= 0:
+            fut = self._enqueue([self._settle_rec(DELIVERED, event_id, self._clock(), s)], lazy=True)
             fut.add_done_callback(_consume)
 
     async def dead(self, event_id: str, reason: str, failed_at: float) -> None:
-        ev = self._live(event_id)
+        s = self._live(event_id)
         rb = clip_text(reason, 4096)
         data = encode(DEAD, event_id.encode(), rb, 0, self._clock(), failed_at)
-        await self._enqueue([_Rec(DEAD, event_id, data, dead=(rb.decode(), failed_at), ev=ev)], lazy=True)
+        await self._enqueue([_Rec(DEAD, event_id, data, dead=(rb.decode(), failed_at), slot=s)], lazy=True)
 
     async def requeue(self, event_id: str) -> None:
         """Dead -> pending (attempts kept, due now). A no-op for an event that is not dead."""
@@ -468,11 +491,12 @@ class Journal:
         """Requeue many dead letters in one commit; ids that are not dead are skipped."""
         now = self._clock()
         recs = []
+        idx = self._index
         for eid in event_ids:
-            ev = self._index.events.get(eid)
-            if ev is None or ev.dead is None:
+            s = idx.find(eid)
+            if s < 0 or s not in idx.dead:
                 continue
-            recs.append(_Rec(REQUEUED, eid, encode(REQUEUED, eid.encode(), b"", 0, now, 0.0), ev=ev))
+            recs.append(_Rec(REQUEUED, eid, encode(REQUEUED, eid.encode(), b"", 0, now, 0.0), slot=s))
         if recs:
             await self._enqueue(recs)
 
@@ -483,15 +507,17 @@ class Journal:
     async def purge_many(self, event_ids: Sequence[str]) -> None:
         """Remove many events in one commit; ids that are not live are skipped."""
         now = self._clock()
-        idx = self._index.events
-        recs = [self._settle_rec(PURGED, eid, now, ev) for eid in event_ids if (ev := idx.get(eid)) is not None]
+        find = self._index.find
+        recs = [self._settle_rec(PURGED, eid, now, s) for eid in event_ids if (s := find(eid)) >= 0]
         if recs:
             await self._enqueue(recs)
 
     def read_blob(self, event_id: str) -> bytes:
         """The accept blob, read from disk: payloads are not kept in memory."""
-        ev = self._live(event_id)
-        return self._pread(ev.seg, ev.off + ev.bo, ev.ln - ev.bo)
+        s = self._live(event_id)
+        idx = self._index
+        bo = idx.bo[s]
+        return self._pread(idx.seg[s], idx.off[s] + bo, idx.ln[s] - bo)
 
     def _pread(self, seg: int, off: int, n: int) -> bytes:
         fd = self._rfds.get(seg)
@@ -504,12 +530,15 @@ class Journal:
 
     def read_attempts(self, event_id: str) -> list[bytes]:
         """Every attempt blob of a live event, oldest first, read back from its records."""
-        ev = self._live(event_id)
+        return self._read_attempts(self._live(event_id))
+
+    def _read_attempts(self, s: int) -> list[bytes]:
+        idx = self._index
         out: list[bytes] = []
-        base = decode(self._pread(ev.seg, ev.off, ev.ln))
+        base = decode(self._pread(idx.seg[s], idx.off[s], idx.ln[s]))
         if base.rtype == SNAPSHOT:
             out += parse_snapshot_tail(base.tail, 0, len(base.tail), True).attempts
-        for seg, off, ln in ev.extra or ():
+        for seg, off, ln in idx.extra_locs(s):
             rec = decode(self._pread(seg, off, ln))
             if rec.rtype == ATTEMPT:  # every round's: the history is the whole history
                 out.append(rec.tail)
@@ -520,7 +549,7 @@ class Journal:
         return event_id in self._index.settled
 
     def is_live(self, event_id: str) -> bool:
-        return event_id in self._index.events
+        return self._index.find(event_id) >= 0
 
     @property
     def healthy(self) -> bool:
@@ -532,7 +561,7 @@ class Journal:
 
     @property
     def live_count(self) -> int:
-        return len(self._index.events)
+        return len(self._index)
 
     async def probe(self) -> bool:
         """True if the journal can write; when unhealthy, tries a tiny write + fsync first."""
@@ -575,9 +604,9 @@ class Journal:
 
         expired = now - self._retention
         old = [
-            self._settle_rec(PURGED, eid, now, ev)
-            for eid, ev in idx.events.items()
-            if ev.dead is not None and ev.dead[1] < expired and not ev.busy
+            self._settle_rec(PURGED, idx.table.id_of(s), now, s)
+            for s, dead in idx.dead.items()
+            if dead[1] < expired and s not in idx.busy
         ]
         if old:
             await self._enqueue(old)
@@ -601,7 +630,7 @@ class Journal:
                 fd = self._rfds.pop(s, None)
                 if fd is not None:
                     os.close(fd)
-            await asyncio.to_thread(remove_segments, self._jdir, gone, dict(idx.settled))
+            await asyncio.to_thread(remove_segments, self._jdir, gone, list(idx.settled.items()))
             for s in gone:
                 self._seg_size.pop(s, None)
                 idx.forget_segment(s)
@@ -610,17 +639,20 @@ class Journal:
     async def _rewrite(self, targets: set[int], now: float) -> None:
         idx = self._index
         jobs: list[SnapJob] = []
-        seen: dict[str, tuple[Ev, int, int, int]] = {}
+        seen: dict[str, tuple[int, int, int, int]] = {}
         budget = self._max_bytes  # bound the work (and head growth) of one pass
-        for eid, ev in idx.events.items():
-            if ev.busy:
+        segcol, offcol, lncol = idx.seg, idx.off, idx.ln
+        for s in idx.table.slots():
+            if s in idx.busy:
                 continue
-            extra = ev.extra or []
-            if ev.seg not in targets and not any(loc[0] in targets for loc in extra):
+            extra = idx.extra_locs(s)
+            seg = segcol[s]
+            if seg not in targets and not any(loc[0] in targets for loc in extra):
                 continue
-            jobs.append(SnapJob(eid, (ev.seg, ev.off, ev.ln), list(extra), ev.due, ev.dead))
-            seen[eid] = (ev, ev.seg, ev.off, len(extra))
-            budget -= ev.ln + sum(loc[2] for loc in extra)
+            eid = idx.table.id_of(s)
+            jobs.append(SnapJob(eid, (seg, offcol[s], lncol[s]), extra, idx.get_due(s), idx.dead.get(s)))
+            seen[eid] = (s, seg, offcol[s], len(extra))
+            budget -= lncol[s] + sum(loc[2] for loc in extra)
             if budget <= 0:
                 break
         if not jobs:
@@ -628,11 +660,11 @@ class Journal:
         snaps = await asyncio.to_thread(build_snapshots, self._jdir, jobs, now)
         recs: list[_Rec] = []
         for eid, data, bo in snaps:
-            ev, seg, off, n = seen[eid]
+            s, seg, off, n = seen[eid]
             # Skip events that changed while the thread read them: their snapshot is stale.
-            if idx.events.get(eid) is not ev or ev.busy or (ev.seg, ev.off, len(ev.extra or ())) != (seg, off, n):
+            if idx.find(eid) != s or s in idx.busy or (idx.seg[s], idx.off[s], len(idx.extra_locs(s))) != (seg, off, n):
                 continue
-            recs.append(_Rec(SNAPSHOT, eid, data, bo=bo, f=ev.due, dead=ev.dead, ev=ev))
+            recs.append(_Rec(SNAPSHOT, eid, data, bo=bo, f=idx.get_due(s), dead=idx.dead.get(s), slot=s))
         if recs:
             await self._enqueue(recs)
             log.info("journal: rewrote %d live events forward out of %d segments", len(recs), len(targets))
@@ -667,3 +699,41 @@ class Journal:
             self._executor.shutdown(wait=True)
         if self._lock is not None:
             self._lock.release()
+
+
+class _LiveEvents(Sequence[LiveEvent]):
+    """`Recovered.live`: the live events in acceptance order, each built when read (its attempts
+    read back from disk), so recovery holds no object per event."""
+
+    def __init__(self, journal: Journal, order: array[int]) -> None:
+        self._j = journal
+        self._order = order
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    @overload
+    def __getitem__(self, i: int) -> LiveEvent: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[LiveEvent]: ...
+
+    def __getitem__(self, i: int | slice) -> LiveEvent | list[LiveEvent]:
+        if isinstance(i, slice):
+            return [self._event(s) for s in self._order[i]]
+        return self._event(self._order[i])
+
+    def _event(self, s: int) -> LiveEvent:
+        idx = self._j._index
+        dead = idx.dead.get(s)
+        return LiveEvent(
+            idx.table.id_of(s),
+            idx.tenants[idx.tenant[s]],
+            idx.severity[s],
+            idx.accepted_at[s],
+            self._j._read_attempts(s) if idx.has_attempts(s) else [],
+            idx.get_due(s),
+            dead is not None,
+            dead[0] if dead else None,
+            dead[1] if dead else None,
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,7 +28,9 @@ class LiveEvent:
 class Recovered:
     """What `Journal.open()` found on disk."""
 
-    live: list[LiveEvent]
-    settled_ids: set[str]
+    # In acceptance order. Built one event at a time from the journal's packed index (and its
+    # attempts from disk), so it must be read before the journal is written to.
+    live: Sequence[LiveEvent]
+    settled_count: int  # ids remembered as settled (the idempotency window)
     corrupt_records: int
     torn_tail_bytes: int

@@ -1,20 +1,19 @@
 """Replay: rebuild the index from the segments, and find (not fix) torn tails and corruption.
 
 Replay never modifies files, so `check()` uses it as is; `Journal.open()` applies the fixes after.
-Each segment is read with one read() and parsed in place with struct.unpack_from: no per-record
-allocation beyond the id string and the index entry.
+Each segment is read with one read() and parsed in place with struct.unpack_from; records go
+straight into the packed index (state.Index): no object per event, so a restart needs no more
+memory than the running daemon's index.
 """
 
 from __future__ import annotations
 
-import gc
 import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checkpoint import read_checkpoint
-from .model import LiveEvent
 from .records import (
     ACCEPTED,
     ATTEMPT,
@@ -58,7 +57,6 @@ class Replay:
     sizes: dict[int, int]  # size each segment will have once damage is cut off
     records: int = 0
     damage: list[Damage] = field(default_factory=list)
-    live: list[LiveEvent] = field(default_factory=list)
     checkpoint_problem: str | None = None
     seen_ids: set[str] | None = None
 
@@ -67,7 +65,6 @@ def _scan(
     data: bytes,
     seg: int,
     index: Index,
-    meta: dict[str, LiveEvent] | None,
     seen: set[str] | None,
     start: int = 0,
 ) -> tuple[int, int, str | None]:
@@ -99,36 +96,28 @@ def _scan(
             q = p + HEADER_SIZE
             eid = data[q : q + idl].decode()
             q += idl
-            if rtype == ACCEPTED:
-                if index.accepted(eid, seg, p, end - p, q + auxl - p) and meta is not None:
-                    tb = data[q : q + auxl]
-                    tenant = tenants.get(tb)
-                    if tenant is None:
-                        tenant = tenants[tb] = tb.decode()
-                    meta[eid] = LiveEvent(eid, tenant, small, f, [], None, False, None, None)
+            if rtype in (ACCEPTED, SNAPSHOT):
+                tb = data[q : q + auxl]
+                tenant = tenants.get(tb)
+                if tenant is None:
+                    tenant = tenants[tb] = tb.decode()
+                if rtype == ACCEPTED:
+                    index.accepted(eid, seg, p, end - p, q + auxl - p, tenant, small, f)
+                else:
+                    tail = parse_snapshot_tail(data, q + auxl, end, False)
+                    index.snapshot(eid, seg, p, end - p, tail.blob_off - p, tail.next_due, tail.dead, tenant, small, f)
                 if seen is not None:
                     seen.add(eid)
             elif rtype == ATTEMPT:
-                if index.attempt(eid, seg, p, end - p, None if f != f else f) and meta is not None:
-                    meta[eid].attempts.append(data[q + auxl : end])
+                index.attempt(eid, seg, p, end - p, None if f != f else f)
             elif rtype in (DELIVERED, PURGED):
-                if index.settle(eid, seg, ts) and meta is not None:
-                    del meta[eid]
+                index.settle(eid, seg, ts)
             elif rtype == DEAD:
-                index.dead(eid, seg, p, end - p, data[q : q + auxl].decode(), f)
+                index.dead_at(eid, seg, p, end - p, data[q : q + auxl].decode(), f)
             elif rtype == REQUEUED:
                 index.requeued(eid, seg, p, end - p)
             elif rtype == PAD:
                 pass
-            elif rtype == SNAPSHOT:
-                tail = parse_snapshot_tail(data, q + auxl, end, meta is not None)
-                index.snapshot(eid, seg, p, end - p, tail.blob_off - p, tail.next_due, tail.dead)
-                if meta is not None:
-                    meta[eid] = LiveEvent(
-                        eid, data[q : q + auxl].decode(), small, f, tail.attempts, None, False, None, None
-                    )
-                if seen is not None:
-                    seen.add(eid)
             else:
                 return p, count, f"unknown record type {rtype}"
             p = end
@@ -148,49 +137,24 @@ def _next_valid(data: bytes, bad: int) -> int | None:
     return None
 
 
-def replay(jdir: Path, *, collect: bool, count_ids: bool = False) -> Replay:
-    """Replay every segment in `jdir`, oldest first. `collect` builds `Recovered.live` details."""
-    # Replay allocates hundreds of thousands of objects that all stay alive; the cyclic GC would
-    # rescan the growing heap again and again (most of the replay time, measured) for nothing.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _replay(jdir, collect, count_ids)
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def _replay(jdir: Path, collect: bool, count_ids: bool) -> Replay:
+def replay(jdir: Path, *, count_ids: bool = False) -> Replay:
+    """Replay every segment in `jdir`, oldest first, into a packed index (no object per event)."""
     index = Index()
     settled, problem = read_checkpoint(jdir)
-    index.settled.update(settled)
+    for h, ts in settled:
+        index.settled.add_hash(h, ts)
     segs = list_segments(jdir)
     rep = Replay(index, segs, {}, checkpoint_problem=problem)
     if count_ids:
         rep.seen_ids = set()
-    meta: dict[str, LiveEvent] | None = {} if collect else None
     for i, seg in enumerate(segs):
         data = read_file(jdir / seg_name(seg))
-        _scan_segment(rep, data, seg, meta, last=i == len(segs) - 1)
+        _scan_segment(rep, data, seg, last=i == len(segs) - 1)
         del data
-    if meta is not None:
-        live = rep.live
-        # The LiveEvent made at ACCEPTED only lacks what later records decided (due, dead).
-        for eid, ev in index.events.items():
-            m = meta[eid]
-            m.next_due = ev.due
-            dead = ev.dead
-            if dead is not None:
-                m.dead, m.dead_reason, m.failed_at = True, dead[0], dead[1]
-            live.append(m)
-        # Compaction moves events forward, so file order is not accept order; the sort is
-        # nearly free on data that is mostly in order already.
-        live.sort(key=lambda e: e.accepted_at)
     return rep
 
 
-def _scan_segment(rep: Replay, data: bytes, seg: int, meta: dict[str, LiveEvent] | None, last: bool) -> None:
+def _scan_segment(rep: Replay, data: bytes, seg: int, last: bool) -> None:
     """Apply one segment, resynchronising after each damaged range on the next valid record.
 
     A damaged range costs only its own bytes: every intact record before and after it is
@@ -200,7 +164,7 @@ def _scan_segment(rep: Replay, data: bytes, seg: int, meta: dict[str, LiveEvent]
     pos = 0
     prev: Damage | None = None
     while True:
-        end, count, err = _scan(data, seg, rep.index, meta, rep.seen_ids, pos)
+        end, count, err = _scan(data, seg, rep.index, rep.seen_ids, pos)
         rep.records += count
         if prev is not None:
             prev.intact_after = count

@@ -2,65 +2,142 @@
 
 Replay and the live writer apply records through the same methods, so the state after a restart is
 by construction the state before it. Payloads are never held here, only file positions.
+
+Per-event fields are columns of a packed `EventTable`, indexed by slot number: a live event costs
+about 80 bytes here (columns, its compact id and its hash bucket) and no Python object. Only
+events with records after their base record (attempts, dead-lettering, a replay) have a small
+array of those positions, and dead letters their reason.
 """
 
 from __future__ import annotations
 
+import math
+from array import array
+
+from .table import EventTable, SettledIds
+
 Loc = tuple[int, int, int]  # segment, offset, record length
 
-
-class Ev:
-    """One live event. Slotted and flat: this is the per-event RAM cost of the journal."""
-
-    __slots__ = ("bo", "busy", "dead", "due", "extra", "first", "ln", "off", "seg")
-
-    def __init__(self, seg: int, off: int, ln: int, bo: int) -> None:
-        self.seg = seg  # base record (ACCEPTED or SNAPSHOT)
-        self.off = off
-        self.ln = ln
-        self.bo = bo  # blob offset within the base record; the blob runs to its end
-        self.extra: list[Loc] | None = None  # ATTEMPT / DEAD / REQUEUED records since the base
-        self.due: float | None = None
-        self.dead: tuple[str, float] | None = None  # (reason, failed_at)
-        # Oldest segment that may still hold a record of this event; see Index.settle.
-        self.first = seg
-        self.busy = 0  # records queued in the writer and not yet applied
+_SNAP_BASE = 1  # flags: the base record is a SNAPSHOT (it may carry attempts)
+_HAS_ATTEMPT = 2  # flags: an ATTEMPT record follows the base
 
 
 class Index:
     def __init__(self) -> None:
-        self.events: dict[str, Ev] = {}
-        # id -> settle time, kept in (roughly) time order so pruning stops at the first young one
-        self.settled: dict[str, float] = {}
+        t = self.table = EventTable()
+        self.seg = t.column("I")  # base record (ACCEPTED or SNAPSHOT)
+        self.off = t.column("I")
+        self.ln = t.column("I")
+        self.bo = t.column("I")  # blob offset within the base record; the blob runs to its end
+        # Oldest segment that may still hold a record of this event; see `settle`.
+        self.first = t.column("I")
+        self.due = t.column("d", math.nan)  # NaN: None
+        self.tenant = t.column("I")  # number into `tenants`
+        self.severity = t.column("H")
+        self.accepted_at = t.column("d")
+        self.seq = t.column("I")  # order of first appearance: acceptance order, on replay too
+        self.flags = t.column("B")
+        self._seq = 0
+        self.tenants: list[str] = []
+        self._tenant_no: dict[str, int] = {}
+        # ATTEMPT / DEAD / REQUEUED records since the base, as flat (seg, off, len) triples.
+        self.extra: dict[int, array[int]] = {}
+        self.dead: dict[int, tuple[str, float]] = {}  # (reason, failed_at) of dead letters
+        self.busy: dict[int, int] = {}  # records queued in the writer and not yet applied
+        self.settled = SettledIds()
         self.seg_live: dict[int, int] = {}  # bytes of live events' records per segment
         # For each segment: the oldest segment holding a record of an event settled in it. The
         # segment may only be removed once all segments from there up to it are gone, or an
         # ACCEPTED whose DELIVERED was removed would come back to life on the next replay.
         self.seg_minref: dict[int, int] = {}
 
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def find(self, eid: str) -> int:
+        return self.table.find(eid)
+
+    def tenant_no(self, tenant_id: str) -> int:
+        n = self._tenant_no.get(tenant_id)
+        if n is None:
+            n = self._tenant_no[tenant_id] = len(self.tenants)
+            self.tenants.append(tenant_id)
+        return n
+
+    def extra_locs(self, s: int) -> list[Loc]:
+        a = self.extra.get(s)
+        if a is None:
+            return []
+        return [(a[i], a[i + 1], a[i + 2]) for i in range(0, len(a), 3)]
+
+    def get_due(self, s: int) -> float | None:
+        d = self.due[s]
+        return None if d != d else d
+
+    def has_attempts(self, s: int) -> bool:
+        """Whether the event may have attempts on record (read them back to know)."""
+        return bool(self.flags[s])
+
+    # ---- pins: a slot named by records in the writer keeps its place -------------------------
+
+    def pin(self, s: int) -> None:
+        self.busy[s] = self.busy.get(s, 0) + 1
+
+    def unpin(self, s: int) -> None:
+        n = self.busy[s] - 1
+        if n:
+            self.busy[s] = n
+            return
+        del self.busy[s]
+        if self.table.removed(s):  # settled while pinned
+            self.table.reuse_later(s)
+
+    # ---- records -----------------------------------------------------------------------------
+
     def _add(self, seg: int, ln: int) -> None:
         self.seg_live[seg] = self.seg_live.get(seg, 0) + ln
 
-    def _drop(self, ev: Ev) -> None:
+    def _drop(self, s: int) -> None:
         live = self.seg_live
-        live[ev.seg] -= ev.ln
-        if ev.extra:
-            for s, _, ln in ev.extra:
-                live[s] -= ln
+        live[self.seg[s]] -= self.ln[s]
+        a = self.extra.pop(s, None)
+        if a is not None:
+            for i in range(0, len(a), 3):
+                live[a[i]] -= a[i + 2]
 
-    def _extra(self, ev: Ev, seg: int, off: int, ln: int) -> None:
-        if ev.extra is None:
-            ev.extra = [(seg, off, ln)]
-        else:
-            ev.extra.append((seg, off, ln))
+    def _extra(self, s: int, seg: int, off: int, ln: int) -> None:
+        a = self.extra.get(s)
+        if a is None:
+            a = self.extra[s] = array("I")
+        a.append(seg)
+        a.append(off)
+        a.append(ln)
         self._add(seg, ln)
 
-    def accepted(self, eid: str, seg: int, off: int, ln: int, bo: int) -> bool:
+    def _new(self, eid: str, seg: int, off: int, ln: int, bo: int, tenant: str, severity: int, acc: float) -> int:
+        s = self.table.add(eid)
+        self.seg[s] = seg
+        self.off[s] = off
+        self.ln[s] = ln
+        self.bo[s] = bo
+        self.first[s] = seg
+        self.due[s] = math.nan
+        self.tenant[s] = self.tenant_no(tenant)
+        self.severity[s] = severity
+        self.accepted_at[s] = acc
+        self.seq[s] = self._seq & 0xFFFFFFFF
+        self._seq += 1
+        self.flags[s] = 0
+        self._add(seg, ln)
+        return s
+
+    def accepted(
+        self, eid: str, seg: int, off: int, ln: int, bo: int, tenant: str = "", severity: int = 0, acc: float = 0.0
+    ) -> bool:
         # A second ACCEPTED for a live id is ignored, live and on replay alike.
-        if eid in self.events:
+        if self.table.find(eid) >= 0:
             return False
-        self.events[eid] = Ev(seg, off, ln, bo)
-        self._add(seg, ln)
+        self._new(eid, seg, off, ln, bo, tenant, severity, acc)
         return True
 
     def snapshot(
@@ -72,67 +149,79 @@ class Index:
         bo: int,
         due: float | None,
         dead: tuple[str, float] | None,
+        tenant: str = "",
+        severity: int = 0,
+        acc: float = 0.0,
     ) -> None:
-        ev = self.events.get(eid)
-        if ev is None:
-            ev = self.events[eid] = Ev(seg, off, ln, bo)
+        s = self.table.find(eid)
+        if s < 0:
+            s = self._new(eid, seg, off, ln, bo, tenant, severity, acc)
         else:
-            self._drop(ev)
-            ev.seg, ev.off, ev.ln, ev.bo, ev.extra = seg, off, ln, bo, None
-        ev.due = due
-        ev.dead = dead
-        self._add(seg, ln)
+            self._drop(s)
+            self.seg[s], self.off[s], self.ln[s], self.bo[s] = seg, off, ln, bo
+            self._add(seg, ln)
+        self.due[s] = math.nan if due is None else due
+        self.flags[s] = _SNAP_BASE
+        if dead is None:
+            self.dead.pop(s, None)
+        else:
+            self.dead[s] = dead
 
     def attempt(self, eid: str, seg: int, off: int, ln: int, due: float | None) -> bool:
-        ev = self.events.get(eid)
-        if ev is None:
+        s = self.table.find(eid)
+        if s < 0:
             return False
-        self._extra(ev, seg, off, ln)
-        ev.due = due
+        self._extra(s, seg, off, ln)
+        self.due[s] = math.nan if due is None else due
+        self.flags[s] |= _HAS_ATTEMPT
         return True
 
-    def dead(self, eid: str, seg: int, off: int, ln: int, reason: str, failed_at: float) -> bool:
-        ev = self.events.get(eid)
-        if ev is None:
+    def dead_at(self, eid: str, seg: int, off: int, ln: int, reason: str, failed_at: float) -> bool:
+        s = self.table.find(eid)
+        if s < 0:
             return False
-        self._extra(ev, seg, off, ln)
-        ev.dead = (reason, failed_at)
+        self._extra(s, seg, off, ln)
+        self.dead[s] = (reason, failed_at)
         return True
 
     def requeued(self, eid: str, seg: int, off: int, ln: int) -> bool:
-        ev = self.events.get(eid)
-        if ev is None:
+        s = self.table.find(eid)
+        if s < 0:
             return False
-        self._extra(ev, seg, off, ln)
-        ev.dead = None
-        ev.due = None
+        self._extra(s, seg, off, ln)
+        self.dead.pop(s, None)
+        self.due[s] = math.nan
         return True
 
     def settle(self, eid: str, seg: int, ts: float) -> bool:
-        settled = self.settled
-        settled.pop(eid, None)
-        settled[eid] = ts
-        ev = self.events.pop(eid, None)
-        if ev is None:
+        self.settled.add(eid, ts)
+        s = self.table.find(eid)
+        if s < 0:
             return False
-        self._drop(ev)
+        self._drop(s)
+        self.dead.pop(s, None)
+        first = self.first[s]
         m = self.seg_minref.get(seg)
-        if m is None or ev.first < m:
-            self.seg_minref[seg] = ev.first
+        if m is None or first < m:
+            self.seg_minref[seg] = first
+        self.table.remove(s, eid, reuse=s not in self.busy)
         return True
 
     def prune_settled(self, cutoff: float, keep: int | None = None) -> int:
         """Forget ids settled before `cutoff`, and all but the newest `keep`."""
-        excess = len(self.settled) - keep if keep is not None else 0
-        old: list[str] = []
-        for eid, ts in self.settled.items():
-            if ts >= cutoff and len(old) >= excess:
-                break
-            old.append(eid)
-        for eid in old:
-            del self.settled[eid]
-        return len(old)
+        return self.settled.prune(cutoff, keep)
 
     def forget_segment(self, seg: int) -> None:
         self.seg_live.pop(seg, None)
         self.seg_minref.pop(seg, None)
+
+    def live_slots(self) -> array[int]:
+        """Every live slot in acceptance order (as the records first appeared)."""
+        # Compaction moves events forward, so appearance order is not acceptance order: sort on
+        # (accepted_at, seq) packed in one int (a tuple key would cost ~100 bytes an event).
+        seq, acc = self.seq, self.accepted_at
+
+        def key(s: int) -> int:
+            return (int(acc[s] * 1e6) << 32) | int(seq[s])
+
+        return array("I", sorted(self.table.slots(), key=key))
