@@ -17,8 +17,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from relay import tracing
-from relay.config import ConfigError, Snapshot, TenantConfig
-from relay.delivery import DeliveryEngine, Entry
+from relay.backend import Backend
+from relay.config import ConfigError, TenantConfig
 from relay.delivery.ledger import LedgerFilter, parse_instant, pattern_problem
 from relay.errors import ApiError, ConfigRejected, ConfigWriteError, ConfigWriteFailed, TenantNotFound
 from relay.events import (
@@ -29,7 +29,6 @@ from relay.events import (
     build_envelope,
     encode_stored,
     new_event_id,
-    rfc3339,
 )
 from relay.ingest import _field_of, check_json_body, decode_send, invalid, too_deep
 from relay.journal import JournalUnavailable
@@ -59,7 +58,7 @@ _batch_decoder = msgspec.json.Decoder(BatchRequest)
 
 @dataclass
 class AppState:
-    engine: DeliveryEngine
+    engine: Backend  # the local engine (LocalBackend) or the shared store's (SPEC §10)
     config: ConfigManager
     metrics: Metrics
     max_body_bytes: int
@@ -496,9 +495,9 @@ async def handle_delete_config(request: web.Request) -> web.Response:
 async def handle_tenant_metrics(request: web.Request) -> web.Response:
     st = request.app[STATE]
     tenant_id = request.match_info["tenant_id"]
-    if tenant_id not in st.config.snapshot.tenants and tenant_id not in st.engine.tenants:
+    if tenant_id not in st.config.snapshot.tenants and not st.engine.knows_tenant(tenant_id):
         raise ApiError(404, "tenant_not_found", f"unknown tenant {tenant_id!r}")
-    return json_response(st.engine.tenant_metrics(tenant_id))
+    return json_response(await st.engine.tenant_figures(tenant_id))
 
 
 def _known_tenant(st: AppState, tenant_id: str) -> None:
@@ -510,14 +509,14 @@ async def handle_endpoint_enable(request: web.Request) -> web.Response:
     st = request.app[STATE]
     tenant_id = request.match_info["tenant_id"]
     _known_tenant(st, tenant_id)
-    return json_response({"tenant_id": tenant_id, **st.engine.set_endpoint(tenant_id, True)}, 202)
+    return json_response({"tenant_id": tenant_id, **await st.engine.change_endpoint(tenant_id, True)}, 202)
 
 
 async def handle_endpoint_disable(request: web.Request) -> web.Response:
     st = request.app[STATE]
     tenant_id = request.match_info["tenant_id"]
     _known_tenant(st, tenant_id)
-    return json_response({"tenant_id": tenant_id, **st.engine.set_endpoint(tenant_id, False)}, 202)
+    return json_response({"tenant_id": tenant_id, **await st.engine.change_endpoint(tenant_id, False)}, 202)
 
 
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
@@ -591,36 +590,14 @@ async def handle_dead_letter(request: web.Request) -> web.Response:
     f = _ledger_filter(q.get("tenant_id"), q.get("since"), q.get("until"), q.get("event_type"))
     limit = _int_param(request, "limit", 100, 1, 1000)
     after = _cursor_key(request.query["cursor"]) if request.query.get("cursor") else None
-    snap = st.config.snapshot
-    items: list[dict[str, Any]] = []
-    next_cursor: str | None = None
-    last_key = (0.0, "")
-    for e in st.engine.ledger(f, after):
-        key = (e.failed_at or 0.0, e.event_id)
-        if len(items) == limit:
-            next_cursor = _make_cursor(*last_key)
-            break
-        last_key = key
-        items.append(_dead_item(st, e, snap))
+    items, last_key = await st.engine.dead_page(f, after, limit)
+    next_cursor = None if last_key is None else _make_cursor(*last_key)
     return json_response({"items": items, "next_cursor": next_cursor})
 
 
-def _dead_item(st: AppState, e: Entry, snap: Snapshot) -> dict[str, Any]:
-    """One dead letter as `GET /dead-letter` lists it (and `GET /dead-letter/{event_id}` shows it)."""
-    return {
-        "event": st.engine.read_event(e.event_id),
-        "event_id": e.event_id,
-        "tenant_id": e.tenant_id,
-        "attempts": st.engine.attempts_of(e),
-        "failed_at": rfc3339(e.failed_at or 0.0),
-        "failure_reason": e.dead_reason,
-        "can_retry": e.tenant_id in snap.tenants,
-    }
-
-
-def _not_dead(st: AppState, event_id: str) -> ApiError:
+async def _not_dead(st: AppState, event_id: str) -> ApiError:
     """404 not_dead_lettered, saying where the event is instead (a delivered one is the common case)."""
-    view = st.engine.event_view(event_id)
+    view = await st.engine.event_status(event_id)
     if view is None:
         return ApiError(404, "not_dead_lettered", f"event {event_id!r} is not in the dead-letter queue")
     status = view["status"]
@@ -636,20 +613,20 @@ def _not_dead(st: AppState, event_id: str) -> ApiError:
 async def handle_dead_letter_one(request: web.Request) -> web.Response:
     st = request.app[STATE]
     event_id = request.match_info["event_id"]
-    e = st.engine.dead_entry(event_id)
-    if e is None:
-        raise _not_dead(st, event_id)
-    return json_response(_dead_item(st, e, st.config.snapshot))
+    item = await st.engine.dead_letter(event_id)
+    if item is None:
+        raise await _not_dead(st, event_id)
+    return json_response(item)
 
 
 async def handle_retry(request: web.Request) -> web.Response:
     st = request.app[STATE]
     event_id = request.match_info["event_id"]
-    e = st.engine.dead_entry(event_id)
-    if e is None:
-        raise _not_dead(st, event_id)
-    if e.tenant_id not in st.config.snapshot.tenants:
-        raise ApiError(409, "tenant_not_found", f"tenant {e.tenant_id!r} is not configured; configure it first")
+    tenant_id = await st.engine.dead_tenant(event_id)
+    if tenant_id is None:
+        raise await _not_dead(st, event_id)
+    if tenant_id not in st.config.snapshot.tenants:
+        raise ApiError(409, "tenant_not_found", f"tenant {tenant_id!r} is not configured; configure it first")
     await st.engine.requeue(event_id)
     return json_response({"event_id": event_id, "status": "queued"}, 202)
 
@@ -657,9 +634,7 @@ async def handle_retry(request: web.Request) -> web.Response:
 async def handle_retry_all(request: web.Request) -> web.Response:
     st = request.app[STATE]
     tenant = request.query.get("tenant_id") or None
-    snap = st.config.snapshot
-    ids = [e.event_id for e in st.engine.dead_letters(tenant) if e.tenant_id in snap.tenants]
-    n = await st.engine.requeue_many(ids)
+    n = await st.engine.requeue_matching(LedgerFilter(tenant))
     return json_response({"requeued": n}, 202)
 
 
@@ -667,23 +642,20 @@ async def handle_retry_matching(request: web.Request) -> web.Response:
     """POST /retry-all (SPEC §11): replay the dead letters the filters match."""
     st = request.app[STATE]
     f = await _ledger_body(request)
-    snap = st.config.snapshot
-    ids = [e.event_id for e in st.engine.ledger(f) if e.tenant_id in snap.tenants]
-    return json_response({"matched": await st.engine.requeue_many(ids)}, 202)
+    return json_response({"matched": await st.engine.requeue_matching(f)}, 202)
 
 
 async def handle_purge_matching(request: web.Request) -> web.Response:
     """POST /purge-all (SPEC §11): delete the dead letters the filters match, for good."""
     st = request.app[STATE]
     f = await _ledger_body(request)
-    ids = [e.event_id for e in st.engine.ledger(f)]
-    return json_response({"matched": await st.engine.purge_many(ids)})
+    return json_response({"matched": await st.engine.purge_matching(f)})
 
 
 async def handle_purge(request: web.Request) -> web.Response:
     st = request.app[STATE]
     tenant = request.query.get("tenant_id") or None
-    n = await st.engine.purge_many([e.event_id for e in st.engine.dead_letters(tenant)])
+    n = await st.engine.purge_matching(LedgerFilter(tenant))
     return json_response({"purged": n})
 
 
@@ -691,14 +663,14 @@ async def handle_purge_one(request: web.Request) -> web.Response:
     st = request.app[STATE]
     event_id = request.match_info["event_id"]
     if not await st.engine.purge(event_id):
-        raise _not_dead(st, event_id)
+        raise await _not_dead(st, event_id)
     return web.Response(status=204)
 
 
 async def handle_event(request: web.Request) -> web.Response:
     st = request.app[STATE]
     event_id = request.match_info["event_id"]
-    view = st.engine.event_view(event_id)
+    view = await st.engine.event_status(event_id)
     if view is None:
         raise ApiError(404, "event_not_found", f"no event {event_id!r} is known")
     return json_response(view)

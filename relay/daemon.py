@@ -19,12 +19,13 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from relay import __version__, tracing
 from relay.api import CLIENT_TIMEOUT, AppState, make_app, make_ops_app
+from relay.backend import LocalBackend
 from relay.config import ConfigError
 from relay.delivery import DeliveryEngine
 from relay.dispatch import EgressPolicy
@@ -34,6 +35,9 @@ from relay.metrics import Metrics
 from relay.opshook import OpsNotifier
 from relay.reload import ConfigManager
 from relay.settings import Settings, parse_hostport
+
+if TYPE_CHECKING:
+    from relay.store.redis_engine import RedisEngine
 
 log = logging.getLogger("relay.daemon")
 
@@ -91,6 +95,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[Any]] = []
         self._reloads: set[asyncio.Task[Any]] = set()
         self.ops: OpsNotifier | None = None
+        self.shared: RedisEngine | None = None  # --store redis://...
 
     async def start(self) -> None:
         s = self.s
@@ -101,6 +106,9 @@ class Daemon:
             self.config.load_initial()
         except ConfigError as exc:
             raise StartupError(exc.problems) from None
+        if s.store != "local":
+            await self._start_shared()
+            return
         self.journal = Journal(
             s.data_dir,
             fsync=s.fsync,  # type: ignore[arg-type]
@@ -140,6 +148,7 @@ class Daemon:
             ops=self.ops.notify if self.ops else None,
         )
         self.engine.restore(recovered)
+        self.metrics.store_up.set_function(lambda: 1.0 if self.journal.healthy else 0.0)
         # Everything loaded so far lives as long as the process: keep the collector from
         # rescanning it, and collect the young generation less often (ingest allocates a few
         # objects an event that are nearly all short-lived or long-lived, not in between).
@@ -147,7 +156,7 @@ class Daemon:
         gc.set_threshold(10_000, 20, 20)
         self.config.on_change = self.engine.apply_config
         self.state = AppState(
-            engine=self.engine,
+            engine=LocalBackend(self.engine, lambda: self.config.snapshot),
             config=self.config,
             metrics=self.metrics,
             max_body_bytes=s.max_body_bytes,
@@ -180,6 +189,81 @@ class Daemon:
             s.data_dir,
             s.fsync,
         )
+
+    async def _start_shared(self) -> None:
+        """`--store redis://...` (SPEC §10): no journal and no data-dir lock; events, leases and
+        every shared figure live in Redis, so this relay can go (or its data dir) at any time."""
+        from relay.store.redis import RedisStore
+        from relay.store.redis_engine import RedisEngine
+
+        s = self.s
+        store = RedisStore(s.store, s.store_namespace, min_replicas=s.store_min_replicas)
+        if s.ops_webhook and s.ops_webhook_secret:
+            self.ops = OpsNotifier(s.ops_webhook, s.ops_webhook_secret, state_dir=s.data_dir)
+        egress = EgressPolicy(
+            deny_private=s.deny_private_targets,
+            allow=tuple(ipaddress.ip_network(c, strict=False) for c in s.allow_target_cidr),
+        )
+        engine = RedisEngine(
+            store,
+            lambda: self.config.snapshot,
+            self.metrics,
+            claim_idle=s.claim_idle,
+            egress=egress,
+            ops=self.ops.notify if self.ops else None,
+        )
+        self.shared = engine
+        if not await store.probe():
+            log.error("Redis store %s does not answer yet: ingest answers 503 until it does", store.url_shown)
+        self.metrics.store_up.set_function(lambda: 1.0 if store.healthy else 0.0)
+        self.config.on_change = engine.apply_config
+        self.state = AppState(
+            engine=engine,
+            config=self.config,
+            metrics=self.metrics,
+            max_body_bytes=s.max_body_bytes,
+            max_pending=s.max_pending,
+            max_journal_bytes=s.max_journal_bytes,
+            ingest_token=s.ingest_token,
+            receive_tolerance=s.receive_tolerance,
+        )
+        try:
+            await self._listen()
+        except BaseException:
+            await self._close_listeners()
+            await store.close()
+            raise
+        if self.ops is not None:
+            await self.ops.start()
+        await engine.start()
+        engine.apply_config(self.config.snapshot)
+        self.config.start()
+        log.info(
+            "hookrelay %s listening on %s%s%s, %d tenants, shared store %s (namespace %s, leases %gs)",
+            __version__,
+            s.listen,
+            f" and unix:{s.unix_socket}" if s.unix_socket else "",
+            f", ops on {s.ops_listen}" if s.ops_listen else "",
+            len(self.config.snapshot.tenants),
+            store.url_shown,
+            s.store_namespace,
+            engine.lease_seconds(),
+        )
+
+    async def _shutdown_shared(self) -> None:
+        assert self.shared is not None
+        started = time.monotonic()
+        log.info("Shutting down: draining for up to %ss", self.s.shutdown_grace)
+        self.state.shutting_down = True
+        await self.config.stop()
+        _, cut = await asyncio.gather(self._close_listeners(), self.shared.stop(self.s.shutdown_grace))
+        if self.ops is not None:
+            await self.ops.stop()
+        await _flush_spans()
+        if self.s.unix_socket is not None:
+            with contextlib.suppress(OSError):
+                self.s.unix_socket.unlink()
+        log.info("Stopped in %.2fs; %d attempts were cut short and handed back", time.monotonic() - started, cut)
 
     async def _listen(self) -> None:
         s = self.s
@@ -253,6 +337,9 @@ class Daemon:
                         log.info("Journal writable again")
 
     async def shutdown(self) -> None:
+        if self.shared is not None:
+            await self._shutdown_shared()
+            return
         started = time.monotonic()
         log.info("Shutting down: draining for up to %ss", self.s.shutdown_grace)
         self.state.shutting_down = True
@@ -292,6 +379,7 @@ async def run(settings: Settings) -> int:
     shutdown.cancel()
     with contextlib.suppress(BaseException):
         await shutdown
-    with contextlib.suppress(Exception):
-        await d.journal.close()
+    if d.shared is None:
+        with contextlib.suppress(Exception):
+            await d.journal.close()
     return 130

@@ -150,6 +150,15 @@ class Metrics:
             ["tenant", "event_type"],
             registry=r,
         )
+        # SPEC §10: whether the store answers (the local journal is writable, or Redis answers),
+        # and events taken over from a relay whose lease ran out (always 0 on the local store).
+        self.store_up = Gauge("hookrelay_store_up", "1 while the event store answers, 0 while it does not", registry=r)
+        self.claimed = Counter(
+            "hookrelay_events_claimed",
+            "Events taken over from a relay that stopped answering (shared store)",
+            registry=r,
+        )
+        self.store_up.set(1)
         for result in ("success", "failure"):
             self.reloads.labels(result=result)
         self.last_reload_ok.set(1)

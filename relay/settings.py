@@ -10,6 +10,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from relay import redact
 from relay.errors import StartupError
 
 ENV_PREFIX = "HOOKRELAY_"
@@ -42,11 +43,16 @@ class Settings:
     receive_tolerance: float = 300.0
     ops_webhook: str | None = None
     ops_webhook_secret: str | None = None
+    store: str = "local"  # or a redis:// / rediss:// URL (SPEC §10)
+    store_namespace: str = "hookrelay"
+    claim_idle: float | None = None  # None: the longest tenant timeout + 30
+    store_min_replicas: int = 0
 
     def __repr__(self) -> str:
         # Tokens and secrets must never reach a log line, even through a debug repr.
         hidden = ("ingest_token", "ops_webhook_secret")
         shown = {k: ("***" if k in hidden and v else v) for k, v in self.__dict__.items()}
+        shown["store"] = redact.url(self.store)  # a Redis URL may carry a password
         return f"Settings({shown})"
 
 
@@ -150,6 +156,34 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="HMAC-SHA256 secret that signs operator events (X-Webhook-Signature)",
     )
+    _add_store_arguments(p, d)
+
+
+def _add_store_arguments(p: argparse.ArgumentParser, d: Settings) -> None:
+    p.add_argument(
+        "--store",
+        default=_env("store") or d.store,
+        metavar="local|redis://...",
+        help="where events live: local (the journal in --data-dir) or a shared Redis (redis:// or rediss://)",
+    )
+    p.add_argument(
+        "--store-namespace",
+        default=_env("store_namespace") or d.store_namespace,
+        help="prefix of every Redis key: relays with the same store and namespace share one queue",
+    )
+    p.add_argument(
+        "--claim-idle",
+        default=_env("claim_idle"),
+        metavar="SECONDS",
+        help="a relay's lease on an event it delivers; after it, others take the event over "
+        "(default: the longest tenant timeout + 30)",
+    )
+    p.add_argument(
+        "--store-min-replicas",
+        default=_env("store_min_replicas") or "0",
+        metavar="N",
+        help="answer 202 only once N Redis replicas confirmed the write (WAIT)",
+    )
 
 
 def _add_journal_arguments(p: argparse.ArgumentParser, d: Settings) -> None:
@@ -236,6 +270,10 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         parts = urllib.parse.urlsplit(ops_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             problems.append("--ops-webhook: must be an http:// or https:// URL with a host")
+    store = ns.store.strip()
+    if store != "local" and urllib.parse.urlsplit(store).scheme not in ("redis", "rediss", "unix"):
+        problems.append(f"--store: expected local, redis://... or rediss://..., got {redact.url(store)!r}")
+    claim_idle = num("claim-idle", ns.claim_idle, float, 0.1) if ns.claim_idle else None
     s = Settings(
         config=Path(ns.config),
         listen=ns.listen,
@@ -262,6 +300,10 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         receive_tolerance=num("receive-tolerance", ns.receive_tolerance, float, 1),
         ops_webhook=ops_url,
         ops_webhook_secret=ops_secret,
+        store=store,
+        store_namespace=ns.store_namespace,
+        claim_idle=claim_idle,
+        store_min_replicas=int(num("store-min-replicas", ns.store_min_replicas, int, 0)),
     )
     if not s.config.exists():
         # The commonest first-run mistake is starting from another directory: say where the
