@@ -29,6 +29,7 @@ class RedisServer:
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "redis.log"
+        self.password: str | None = None  # requirepass, when set before start()
 
     @property
     def url(self) -> str:
@@ -47,6 +48,7 @@ class RedisServer:
                 "--save", "",
                 "--maxmemory-policy", "noeviction",
                 "--logfile", str(self.log),
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
@@ -64,7 +66,8 @@ class RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as c:
                 c.sendall(b"PING\r\n")
-                return c.recv(64).startswith(b"+PONG")
+                reply = c.recv(64)
+                return reply.startswith(b"+PONG") or reply.startswith(b"-NOAUTH")
         except OSError:
             return False
 
