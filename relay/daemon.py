@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from relay import __version__, tracing
+from relay import __version__, redact, tracing
 from relay.api import CLIENT_TIMEOUT, AppState, make_app, make_ops_app
 from relay.backend import LocalBackend
 from relay.config import ConfigError
@@ -193,8 +193,13 @@ class Daemon:
     async def _start_shared(self) -> None:
         """`--store redis://...` (SPEC §10): no journal and no data-dir lock; events, leases and
         every shared figure live in Redis, so this relay can go (or its data dir) at any time."""
-        from relay.store.redis import RedisStore
-        from relay.store.redis_engine import RedisEngine
+        try:
+            from relay.store.redis import RedisStore
+            from relay.store.redis_engine import RedisEngine
+        except ImportError as exc:
+            raise StartupError(
+                [f"--store {redact.url(self.s.store)}: needs the redis package (pip install 'hookrelay[redis]'): {exc}"]
+            ) from None
 
         s = self.s
         store = RedisStore(s.store, s.store_namespace, min_replicas=s.store_min_replicas)

@@ -4,6 +4,7 @@ the binary is missing (`.ci/run` installs Debian's redis-server when it can)."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import signal
 import socket
@@ -16,10 +17,14 @@ import pytest
 from tests.support import free_port
 
 REDIS_SERVER = shutil.which("redis-server")
-needs_redis = pytest.mark.skipif(
-    REDIS_SERVER is None,
-    reason="redis-server is not installed (apt-get install redis-server; .ci/run does it where it can)",
-)
+HAS_CLIENT = importlib.util.find_spec("redis") is not None
+needs_redis = [
+    pytest.mark.skipif(
+        REDIS_SERVER is None,
+        reason="redis-server is not installed (apt-get install redis-server; .ci/run does it where it can)",
+    ),
+    pytest.mark.skipif(not HAS_CLIENT, reason="the redis package is not installed (pip install -e '.[test]')"),
+]
 
 
 class RedisServer:
