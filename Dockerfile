@@ -35,7 +35,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY relay/ ./relay/
 # A non-editable install: the final stage needs only /opt/venv, not /src.
-RUN pip install --no-cache-dir /src \
+RUN pip install --no-cache-dir "/src[redis]" \
     && hookrelay --version
 
 # ------------------------------------------------------------------ final ---

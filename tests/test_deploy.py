@@ -24,7 +24,7 @@ K8S = DEPLOY / "k8s"
 DASHBOARD = DEPLOY / "grafana" / "hookrelay.json"
 ALERTS = DEPLOY / "prometheus" / "alerts.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
-WORKLOADS = [K8S / "deployment.yaml", K8S / "statefulset" / "statefulset.yaml"]
+WORKLOADS = [K8S / "deployment.yaml", K8S / "statefulset" / "statefulset.yaml", K8S / "redis" / "deployment.yaml"]
 
 # Series names as queried: counters with `_total`, histograms without
 # `_bucket`/`_sum`/`_count`.
@@ -222,7 +222,9 @@ def _all_k8s_docs() -> list[tuple[Path, dict[str, Any]]]:
 
 
 def _one(kind: str) -> dict[str, Any]:
-    found = [d for _, d in _all_k8s_docs() if d["kind"] == kind]
+    """The one `kind` every variant shares (common/; the redis variant adds its own Secret and
+    its dev Redis a NetworkPolicy of its own)."""
+    found = [d for p, d in _all_k8s_docs() if d["kind"] == kind and p.parent.name == "common"]
     assert len(found) == 1, f"{kind}: {len(found)} found"
     return found[0]
 
@@ -485,3 +487,21 @@ def test_dockerfile() -> None:
 def test_dockerignore_keeps_junk_out() -> None:
     lines = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
     assert "*" in lines or {".venv", ".git"} <= lines
+
+
+def test_redis_variant_points_the_sidecar_at_a_redis_store() -> None:
+    sidecar = _sidecar(_pod(K8S / "redis" / "deployment.yaml")["spec"])
+    env = {e["name"]: e for e in sidecar["env"]}
+    ref = env["HOOKRELAY_STORE"]["valueFrom"]["secretKeyRef"]
+    (secret,) = _docs(K8S / "redis" / "store-secret.yaml")
+    assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"]
+    assert secret["stringData"][ref["key"]].startswith("redis://")
+    assert any(a.startswith("--store-namespace=") for a in sidecar["args"])
+    # The dev Redis is labelled dev-only and runs with the settings that make a 202 durable.
+    docs = _docs(K8S / "redis" / "dev-redis" / "redis.yaml")
+    (sts,) = [d for d in docs if d["kind"] == "StatefulSet"]
+    assert sts["metadata"]["labels"]["app.kubernetes.io/part-of"] == "dev-only"
+    args = sts["spec"]["template"]["spec"]["containers"][0]["args"]
+    pairs = dict(zip(args[0::2], args[1::2], strict=False))
+    assert pairs["--appendonly"] == "yes" and pairs["--appendfsync"] == "always"
+    assert pairs["--maxmemory-policy"] == "noeviction"
