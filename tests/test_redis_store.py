@@ -320,3 +320,15 @@ def test_a_relay_whose_lease_was_taken_over_cannot_settle(relays: Any, sink: Sin
         time.sleep(0.05)
     # A's late verdict changed nothing: one attempt on record, still delivered.
     assert b.event(eid) == view
+
+
+def test_lifting_a_limit_in_the_config_releases_held_events_at_once(relays: Any, sink: Sink) -> None:
+    a = relays()
+    write_tenant(a.config, "acme", sink.url + "/hook", rate_limit_per_second=0.001)
+    a.start()
+    _batch(a, "acme", 10)
+    sink.wait_for(1, timeout=10)  # the bucket's one token
+    time.sleep(1.0)
+    assert len(sink.received) == 1  # the rest is held by the limit (next token in ~17 min)
+    write_tenant(a.config, "acme", sink.url + "/hook")  # the file watcher reloads it
+    _wait_distinct(sink, 10, timeout=15)

@@ -95,6 +95,7 @@ class RedisStore:
         self._purge = c.register_script(scripts.PURGE)
         self._endpoint = c.register_script(scripts.ENDPOINT)
         self._counts = c.register_script(scripts.COUNTS)
+        self._wake = c.register_script(scripts.WAKE)
 
     # ---- health ------------------------------------------------------------------------------
 
@@ -240,6 +241,10 @@ class RedisStore:
         """(state, since, reason, change or "", previous state) after `op` (enable|disable|show)."""
         r = await self._run(self._endpoint, [tenant_id, op])
         return _s(r[0]), float(_s(r[1])) / 1000, _s(r[2]), _s(r[3]), _s(r[4])
+
+    async def wake(self, tenant_ids: list[str]) -> None:
+        if tenant_ids:
+            await self._run(self._wake, list(tenant_ids))
 
     async def counts(self) -> dict[str, TenantCount]:
         reply = await self._run(self._counts, [])

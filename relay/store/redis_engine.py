@@ -85,6 +85,7 @@ class RedisEngine:
         self._in_flight = 0
         self._attempts: dict[asyncio.Task[None], tuple[str, Claimed]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._bg: set[asyncio.Task[None]] = set()
         self._counts: dict[str, TenantCount] = {}
         self._dups: dict[str, str] = {}  # states of duplicates the last accepts met, for lookup()
         metrics.watch_engine(self.gauges)
@@ -117,8 +118,21 @@ class RedisEngine:
         ]
 
     def apply_config(self, snap: Snapshot) -> None:
+        """A new config: tenants' places in the shared scheduler may be parked behind limits the
+        change lifted (a rate limit, `active: false`), so every configured tenant is woken."""
         for tid in snap.tenants:
             self.metrics.tenant(tid)
+        task = asyncio.create_task(self._wake_tenants(list(snap.tenants)))
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    async def _wake_tenants(self, tenant_ids: list[str]) -> None:
+        for _ in range(30):  # Redis may be away right now: try for a while
+            try:
+                await self.store.wake(tenant_ids)
+                break
+            except StoreDown:
+                await asyncio.sleep(1.0)
         self._wake.set()
 
     async def stop(self, grace: float) -> int:
@@ -135,9 +149,9 @@ class RedisEngine:
         for tid, c in cut.values():
             with contextlib.suppress(StoreDown):
                 await self.store.settle(tid, c.event_id, c.token, self._settle_args(None, "release"))
-        for t in self._tasks:
+        for t in [*self._tasks, *self._bg]:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._bg, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
         await self.store.close()

@@ -446,6 +446,16 @@ return {F[1] or 'enabled', F[2] or '0', F[3] or 'configured', change, es}
 """
 )
 
+# ARGV: P, tenants. Puts each tenant with waiting events back in the scheduler at once: after a
+# config change (a limit lifted, a tenant activated or added) its parked place is out of date.
+WAKE = (
+    _PRELUDE
+    + """
+for i = 2, #ARGV do wake(ARGV[i]) end
+return #ARGV - 1
+"""
+)
+
 # ARGV: P. Per tenant: {tenant, waiting, in flight, dead, oldest accepted ms or -1, breaker open
 # (1/0), endpoint state}; for the gauges and --max-pending (one call a second, not per event).
 COUNTS = (
