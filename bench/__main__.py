@@ -1,4 +1,5 @@
-"""`python -m bench [--quick] [--only NAME[,NAME]]`: run the scenarios, print the table, write bench/out/latest.json."""
+"""`python -m bench [--quick] [--only NAME[,NAME]] [--store local|redis]`: run the scenarios, print the table,
+write bench/out/latest.json. `--store redis` runs the shared-store scenario (needs redis-server)."""
 
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ from typing import Any
 from bench.common import OUT, Procs
 from bench.contracts import SCENARIOS as CONTRACT_SCENARIOS
 from bench.parties import Parties
+from bench.redis_store import SCENARIOS as REDIS_SCENARIOS
 from bench.scenarios import SCENARIOS as CORE_SCENARIOS
 from bench.scenarios import Figure, Runner, settings
 
 SCENARIOS = {**CORE_SCENARIOS, **CONTRACT_SCENARIOS}
+# Not in the default run: it needs a redis-server (`--store redis`, or `--only redis`).
+EVERY_SCENARIO = {**SCENARIOS, **REDIS_SCENARIOS}
 
 
 def machine() -> dict[str, Any]:
@@ -81,10 +85,17 @@ def on_sigterm(signum: int, frame: FrameType | None) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--quick", action="store_true", help="short smoke run (~1 min)")
-    ap.add_argument("--only", default="", help=f"comma-separated subset of: {','.join(SCENARIOS)}")
+    ap.add_argument("--only", default="", help=f"comma-separated subset of: {','.join(EVERY_SCENARIO)}")
+    ap.add_argument(
+        "--store",
+        choices=["local", "redis"],
+        default="local",
+        help="redis: the shared store on one redis-server, 1-3 relays vs the local journal",
+    )
     args = ap.parse_args()
-    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SCENARIOS)
-    unknown = [n for n in names if n not in SCENARIOS]
+    default = list(REDIS_SCENARIOS) if args.store == "redis" else list(SCENARIOS)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or default
+    unknown = [n for n in names if n not in EVERY_SCENARIO]
     if unknown:
         ap.error(f"unknown scenario(s): {', '.join(unknown)}")
     signal.signal(signal.SIGTERM, on_sigterm)
@@ -109,7 +120,7 @@ def main() -> int:
                     parties.start_sink()
                 runner = Runner(procs, parties, s)
                 runner.expected_deliveries = parties.sink_count()
-                got = SCENARIOS[name](runner)
+                got = EVERY_SCENARIO[name](runner)
                 figures += got
                 for f in got:
                     print(

@@ -332,3 +332,33 @@ def test_lifting_a_limit_in_the_config_releases_held_events_at_once(relays: Any,
     assert len(sink.received) == 1  # the rest is held by the limit (next token in ~17 min)
     write_tenant(a.config, "acme", sink.url + "/hook")  # the file watcher reloads it
     _wait_distinct(sink, 10, timeout=15)
+
+
+def test_fifo_order_holds_across_relays_and_retries(relays: Any, sink: Sink) -> None:
+    failed_once: set[str] = set()
+
+    def responder(n: int, r: Any) -> Reply:
+        eid = r.headers["X-Event-ID"]
+        if r.json()["payload"]["i"] % 7 == 0 and eid not in failed_once:
+            failed_once.add(eid)
+            return Reply(500)  # a retry of this event must hold back the later ones of its key
+        return Reply(200, delay=0.005)
+
+    sink.responder = responder
+    a, b = relays(), relays()
+    write_tenant(a.config, "acme", sink.url + "/hook", ordering="fifo", max_in_flight=16, retry_policy=FAST)
+    a.start()
+    b.start()
+    keys = ["k1", "k2", "k3"]
+    events = [
+        {"tenant_id": "acme", "event_type": "t", "payload": {"i": i}, "ordering_key": keys[i % 3]} for i in range(60)
+    ]
+    assert a.request("POST", "/api/v1/webhooks/send-batch", {"events": events})[0] == 200
+    _wait_distinct(sink, 60, timeout=60)
+    assert len(failed_once) == 9  # i = 0, 7, ..., 56 each failed once and was retried
+    for k, key in enumerate(keys):
+        # Per key, in arrival order: an event, its retries, then the next one; never a later event
+        # before an earlier one has been delivered (its retry included).
+        seen = [r.json()["payload"]["i"] for r in list(sink.received) if r.json()["payload"]["i"] % 3 == k]
+        assert seen == sorted(seen), (key, seen)
+        assert sorted(set(seen)) == list(range(k, 60, 3))

@@ -226,10 +226,16 @@ class RedisStore:
 
     async def settle(self, tenant_id: str, event_id: str, token: str, args: list[Any]) -> tuple[bool, str, str]:
         """(False, ...) when the lease was taken over; else (True, endpoint change, its reason)."""
-        reply = await self._run(self._settle, [tenant_id, event_id, token, *args])
-        if _s(reply[0]) == "stale":
-            return False, "", ""
-        return True, _s(reply[1]), _s(reply[2])
+        (one,) = await self.settle_many([(tenant_id, event_id, token, args)])
+        return one
+
+    async def settle_many(self, items: list[tuple[str, str, str, list[Any]]]) -> list[tuple[bool, str, str]]:
+        """Several verdicts in one script call (each still checked against its own lease)."""
+        flat: list[Any] = []
+        for tenant_id, event_id, token, args in items:
+            flat += [tenant_id, event_id, token, *args]
+        reply = await self._run(self._settle, flat)
+        return [(_s(reply[i]) != "stale", _s(reply[i + 1]), _s(reply[i + 2])) for i in range(0, len(reply), 3)]
 
     async def replay(self, event_ids: list[str]) -> int:
         return int(await self._run(self._replay, list(event_ids))) if event_ids else 0

@@ -251,121 +251,139 @@ return out
 # ARGV: P, tenant, event_id, token, verdict (ok | retry | dead | held | release), attempt JSON
 # or "", retry delay ms, dead reason, answered (1/0), response ms, endpoint health (ok | gone |
 # fail | none), breaker threshold, breaker base ms, breaker cap ms, breaker enabled (1/0),
-# disable_after ms, probe interval ms, idempotency window ms, settled kept at most.
-# Returns {"stale"} when the lease was taken over, else {"ok", endpoint change or "", reason}.
+# disable_after ms, probe interval ms, idempotency window ms, settled kept at most,
+# max_in_flight, free slots worth waking the tenant for.
+# Per event, 20 ARGV from the tenant on, any number of events a call. Returns per event
+# ("stale", "", "") when its lease was taken over, else ("ok", endpoint change or "", reason).
 SETTLE = (
     _PRELUDE
     + """
-local tid, id, tok, verdict = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local att, delay, reason = ARGV[6], tonumber(ARGV[7]), ARGV[8]
-local answered, rms, health = ARGV[9] == '1', tonumber(ARGV[10]), ARGV[11]
-local threshold, base, cap, cb_on = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]), ARGV[15] == '1'
-local disable_after, probe_ms = tonumber(ARGV[16]), tonumber(ARGV[17])
-local window, keep = tonumber(ARGV[18]), tonumber(ARGV[19])
-local ek = ekey(id)
-if redis.call('HGET', ek, 'o') ~= tok then return {'stale'} end
-local due, lim, stats = tkey(tid, 'due'), tkey(tid, 'lim'), tkey(tid, 'stats')
-redis.call('ZREM', tkey(tid, 'lease'), id)
-redis.call('HDEL', ek, 'o')
-local was_probe = redis.call('HGET', lim, 'bp') == id
-if was_probe then redis.call('HDEL', lim, 'bp') end
-if redis.call('HGET', lim, 'ep') == id then redis.call('HDEL', lim, 'ep') end
-local n = tonumber(redis.call('HGET', ek, 'n')) or 0
-if verdict == 'release' or verdict == 'held' then
-  redis.call('HSET', ek, 's', n > 0 and 'r' or 'q')
-  redis.call('ZADD', due, now * 1000, id)
-  wake(tid)
-  return {'ok', '', ''}
-end
-if att ~= '' then
-  local h = redis.call('HGET', ek, 'h')
-  redis.call('HSET', ek, 'h', h and (h .. '\\n' .. att) or att)
-end
-redis.call('HINCRBY', ek, 'n', 1)
-if answered then
-  redis.call('HINCRBYFLOAT', stats, 'rms', rms)
-  redis.call('HINCRBY', stats, 'resp', 1)
-end
-if verdict == 'ok' then
-  redis.call('HSET', ek, 's', 'D')
-  redis.call('HDEL', ek, 'b')
-  redis.call('ZADD', P .. ':done', now, id)
-  redis.call('HINCRBY', stats, 'delivered', 1)
-  if n > 0 then redis.call('HINCRBY', stats, 'rt', -1) end
-  release_key(tid, id)
-elseif verdict == 'retry' then
-  redis.call('HSET', ek, 's', 'r')
-  redis.call('ZADD', due, (now + delay) * 1000, id)
-  if n == 0 then redis.call('HINCRBY', stats, 'rt', 1) end
-else
-  redis.call('HSET', ek, 's', 'x', 'f', now, 'y', reason)
-  redis.call('ZADD', tkey(tid, 'dead'), now, id)
-  redis.call('ZADD', P .. ':dead', now, id)
-  redis.call('HINCRBY', stats, 'failed', 1)
-  if n > 0 then redis.call('HINCRBY', stats, 'rt', -1) end
-  release_key(tid, id)
-end
+local function settle_one(o)
+  local tid, id, tok, verdict = ARGV[o + 0], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3]
+  local att, delay, reason = ARGV[o + 4], tonumber(ARGV[o + 5]), ARGV[o + 6]
+  local answered, rms, health = ARGV[o + 7] == '1', tonumber(ARGV[o + 8]), ARGV[o + 9]
+  local threshold, base, cap = tonumber(ARGV[o + 10]), tonumber(ARGV[o + 11]), tonumber(ARGV[o + 12])
+  local cb_on = ARGV[o + 13] == '1'
+  local disable_after, probe_ms = tonumber(ARGV[o + 14]), tonumber(ARGV[o + 15])
+  local window, keep = tonumber(ARGV[o + 16]), tonumber(ARGV[o + 17])
+  local mif, wake_room = tonumber(ARGV[o + 18]), tonumber(ARGV[o + 19])
+  local ek = ekey(id)
+  if redis.call('HGET', ek, 'o') ~= tok then return {'stale', '', ''} end
+  local due, lim, stats = tkey(tid, 'due'), tkey(tid, 'lim'), tkey(tid, 'stats')
+  redis.call('ZREM', tkey(tid, 'lease'), id)
+  redis.call('HDEL', ek, 'o')
+  local was_probe = redis.call('HGET', lim, 'bp') == id
+  if was_probe then redis.call('HDEL', lim, 'bp') end
+  if redis.call('HGET', lim, 'ep') == id then redis.call('HDEL', lim, 'ep') end
+  local n = tonumber(redis.call('HGET', ek, 'n')) or 0
+  if verdict == 'release' or verdict == 'held' then
+    redis.call('HSET', ek, 's', n > 0 and 'r' or 'q')
+    redis.call('ZADD', due, now * 1000, id)
+    wake(tid)
+    return {'ok', '', ''}
+  end
+  if att ~= '' then
+    local h = redis.call('HGET', ek, 'h')
+    redis.call('HSET', ek, 'h', h and (h .. '\\n' .. att) or att)
+  end
+  redis.call('HINCRBY', ek, 'n', 1)
+  if answered then
+    redis.call('HINCRBYFLOAT', stats, 'rms', rms)
+    redis.call('HINCRBY', stats, 'resp', 1)
+  end
+  if verdict == 'ok' then
+    redis.call('HSET', ek, 's', 'D')
+    redis.call('HDEL', ek, 'b')
+    redis.call('ZADD', P .. ':done', now, id)
+    redis.call('HINCRBY', stats, 'delivered', 1)
+    if n > 0 then redis.call('HINCRBY', stats, 'rt', -1) end
+    release_key(tid, id)
+  elseif verdict == 'retry' then
+    redis.call('HSET', ek, 's', 'r')
+    redis.call('ZADD', due, (now + delay) * 1000, id)
+    if n == 0 then redis.call('HINCRBY', stats, 'rt', 1) end
+  else
+    redis.call('HSET', ek, 's', 'x', 'f', now, 'y', reason)
+    redis.call('ZADD', tkey(tid, 'dead'), now, id)
+    redis.call('ZADD', P .. ':dead', now, id)
+    redis.call('HINCRBY', stats, 'failed', 1)
+    if n > 0 then redis.call('HINCRBY', stats, 'rt', -1) end
+    release_key(tid, id)
+  end
 
--- Breaker and endpoint state (SPEC §11), shared by every relay.
-local change, why = '', ''
-local E = redis.call('HMGET', lim, 'es', 'fs', 'ec')
-local es = E[1] or 'enabled'
-if health == 'ok' then
-  redis.call('HDEL', lim, 'bf', 'bt', 'bo', 'fs')
-  if es ~= 'enabled' then
-    change, why = 'enabled', (es == 'disabled') and 'probe delivered' or 'delivered'
-  end
-elseif health == 'gone' then
-  redis.call('HDEL', lim, 'bf', 'bt', 'bo')
-  if not (es == 'disabled' and E[3] == 'gone') then
-    change, why = 'disabled', 'endpoint answered 410 Gone'
-    redis.call('HSET', lim, 'ec', 'gone')
-  end
-elseif health == 'fail' then
-  local bf = redis.call('HINCRBY', lim, 'bf', 1)
-  local bo = tonumber(redis.call('HGET', lim, 'bo')) or 0
-  local opened = false
-  if cb_on and not (bo > now and not was_probe) and (was_probe or bf >= threshold) then
-    local trips = tonumber(redis.call('HGET', lim, 'bt')) or 0
-    local cool = math.min(math.max(base, 50) * (2 ^ trips), cap)
-    redis.call('HSET', lim, 'bo', now + math.floor(cool), 'bt', trips + 1)
-    opened = true
-  end
-  local fs = tonumber(E[2])
-  if not fs then
-    fs = now
-    redis.call('HSET', lim, 'fs', now)
-  end
-  if es ~= 'disabled' then
-    if now - fs >= disable_after then
-      change, why = 'disabled', 'failing continuously for ' .. (disable_after / 1000) .. 's'
-      redis.call('HSET', lim, 'ec', 'failing', 'pa', now + probe_ms)
-    elseif opened and es == 'enabled' then
-      change, why = 'failing', 'circuit breaker opened'
+  -- Breaker and endpoint state (SPEC §11), shared by every relay.
+  local change, why = '', ''
+  local E = redis.call('HMGET', lim, 'es', 'fs', 'ec')
+  local es = E[1] or 'enabled'
+  if health == 'ok' then
+    redis.call('HDEL', lim, 'bf', 'bt', 'bo', 'fs')
+    if es ~= 'enabled' then
+      change, why = 'enabled', (es == 'disabled') and 'probe delivered' or 'delivered'
+    end
+  elseif health == 'gone' then
+    redis.call('HDEL', lim, 'bf', 'bt', 'bo')
+    if not (es == 'disabled' and E[3] == 'gone') then
+      change, why = 'disabled', 'endpoint answered 410 Gone'
+      redis.call('HSET', lim, 'ec', 'gone')
+    end
+  elseif health == 'fail' then
+    local bf = redis.call('HINCRBY', lim, 'bf', 1)
+    local bo = tonumber(redis.call('HGET', lim, 'bo')) or 0
+    local opened = false
+    if cb_on and not (bo > now and not was_probe) and (was_probe or bf >= threshold) then
+      local trips = tonumber(redis.call('HGET', lim, 'bt')) or 0
+      local cool = math.min(math.max(base, 50) * (2 ^ trips), cap)
+      redis.call('HSET', lim, 'bo', now + math.floor(cool), 'bt', trips + 1)
+      opened = true
+    end
+    local fs = tonumber(E[2])
+    if not fs then
+      fs = now
+      redis.call('HSET', lim, 'fs', now)
+    end
+    if es ~= 'disabled' then
+      if now - fs >= disable_after then
+        change, why = 'disabled', 'failing continuously for ' .. (disable_after / 1000) .. 's'
+        redis.call('HSET', lim, 'ec', 'failing', 'pa', now + probe_ms)
+      elseif opened and es == 'enabled' then
+        change, why = 'failing', 'circuit breaker opened'
+      end
     end
   end
-end
-if change ~= '' then
-  redis.call('HSET', lim, 'es', change, 'er', why, 'el', now)
-  if change == 'enabled' then redis.call('HDEL', lim, 'ec', 'pa') end
-  if change ~= 'disabled' then redis.call('HDEL', lim, 'ep') end
-end
+  if change ~= '' then
+    redis.call('HSET', lim, 'es', change, 'er', why, 'el', now)
+    if change == 'enabled' then redis.call('HDEL', lim, 'ec', 'pa') end
+    if change ~= 'disabled' then redis.call('HDEL', lim, 'ep') end
+  end
 
--- Settled events are kept for idempotency and /events/{id} within the window, up to `keep`.
-local done = P .. ':done'
-for _, old in ipairs(redis.call('ZRANGE', done, '-inf', now - window, 'BYSCORE', 'LIMIT', 0, 50)) do
-  redis.call('DEL', ekey(old))
-  redis.call('ZREM', done, old)
-end
-local extra = redis.call('ZCARD', done) - keep
-if extra > 0 then
-  for _, old in ipairs(redis.call('ZRANGE', done, 0, math.min(extra, 50) - 1)) do
+  -- Settled events are kept for idempotency and /events/{id} within the window, up to `keep`.
+  local done = P .. ':done'
+  for _, old in ipairs(redis.call('ZRANGE', done, '-inf', now - window, 'BYSCORE', 'LIMIT', 0, 50)) do
     redis.call('DEL', ekey(old))
     redis.call('ZREM', done, old)
   end
+  local extra = redis.call('ZCARD', done) - keep
+  if extra > 0 then
+    for _, old in ipairs(redis.call('ZRANGE', done, 0, math.min(extra, 50) - 1)) do
+      redis.call('DEL', ekey(old))
+      redis.call('ZREM', done, old)
+    end
+  end
+  -- At the fleet's in-flight limit, each settle frees one slot: waking the tenant for every one
+  -- would make every relay claim one event at a time. Wake it once enough slots are free.
+  if mif - redis.call('ZCARD', tkey(tid, 'lease')) >= wake_room then wake(tid) end
+  return {'ok', change, why}
 end
-wake(tid)
-return {'ok', change, why}
+
+-- Many settles in one call (the relay batches those that finish together): 20 ARGV each.
+local out = {}
+for o = 2, #ARGV, 20 do
+  local r = settle_one(o)
+  out[#out + 1] = r[1]
+  out[#out + 1] = r[2]
+  out[#out + 1] = r[3]
+end
+return out
 """
 )
 
