@@ -172,8 +172,10 @@ def test_deleting_a_relays_data_dir_changes_nothing(relays: Any, sink: Sink) -> 
 def test_redis_restart_loses_no_acknowledged_event(relays: Any, sink: Sink, redis: RedisServer) -> None:
     healthy = threading.Event()
     sink.responder = lambda n, r: Reply(200) if healthy.is_set() else Reply(503)
-    a = relays()
-    write_tenant(a.config, "acme", sink.url + "/hook", retry_policy={**FAST, "max_retries": 100})
+    # A claim whose answer the crash cut off leaves a lease the relay never heard of: taken over
+    # after the claim idle (short here).
+    a = relays("--claim-idle", "3")
+    write_tenant(a.config, "acme", sink.url + "/hook", timeout_seconds=1, retry_policy={**FAST, "max_retries": 100})
     a.start()
     ids = [a.send("acme", payload={"i": i})[1]["event_id"] for i in range(30)] + _batch(a, "acme", 70)
     redis.kill()  # SIGKILL: only the AOF survives
