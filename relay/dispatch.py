@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import os
 import socket
 import ssl
 import time
+import weakref
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
@@ -16,7 +18,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict
 
-from relay import __version__, redact
+from relay import __version__, http1, redact
 from relay.config import TenantConfig
 from relay.events import RESERVED_HEADERS, StoredEvent
 from relay.signing import sign, standard_webhooks_ed25519_sign, standard_webhooks_sign
@@ -124,20 +126,42 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
+# The lean client (relay.http1) that goes with each delivery session; weak, so a session that is
+# dropped without close_session() takes its pool with it.
+_POOLS: weakref.WeakKeyDictionary[aiohttp.ClientSession, http1.Pool] = weakref.WeakKeyDictionary()
+
+
+def lean_client_enabled() -> bool:
+    return os.environ.get("HOOKRELAY_HTTP_CLIENT", "lean") != "aiohttp"
+
+
 def make_session(policy: EgressPolicy) -> aiohttp.ClientSession:
+    """The delivery session: aiohttp for proxied and token requests; with it, unless turned off,
+    the lean keep-alive client that carries the direct POSTs (`post` picks)."""
+    resolver = GuardedResolver(policy)
     connector = aiohttp.TCPConnector(
         limit=0,  # concurrency is bounded per tenant by max_in_flight instead
         limit_per_host=0,
         ttl_dns_cache=60,
         keepalive_timeout=30,
-        resolver=GuardedResolver(policy),
+        resolver=resolver,
     )
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         connector=connector,
         cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
         raise_for_status=False,
     )
+    if lean_client_enabled():
+        _POOLS[session] = http1.Pool(resolver, MAX_BODY_READ)
+    return session
+
+
+async def close_session(session: aiohttp.ClientSession) -> None:
+    pool = _POOLS.pop(session, None)
+    if pool is not None:
+        pool.close()
+    await session.close()
 
 
 @dataclass(slots=True)
@@ -230,10 +254,61 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def describe_error(exc: BaseException) -> str:
+def _answered(
+    status: int,
+    data: bytes,
+    duration: float,
+    retry_after: float | None,
+    headers: CIMultiDict[str],
+    secrets: tuple[str, ...],
+) -> Outcome:
+    if 200 <= status < 300:
+        return Outcome("success", status, None, duration)
+    # A receiver may echo the request (auth header included) in its error page: scrub the
+    # whole answer read, then keep the first KEEP_BODY characters of what is left.
+    sent = {k: v for k, v in headers.items() if k.lower() not in RESERVED_HEADERS}
+    text = redact.scrub(data.decode("utf-8", "replace"), (*secrets, *redact.secret_values((), sent)))
+    kept = text[:KEEP_BODY] if text else None
+    return Outcome("http_error", status, f"HTTP {status}", duration, retry_after, kept)
+
+
+async def _post_lean(
+    pool: http1.Pool,
+    url: str,
+    body: bytes,
+    headers: CIMultiDict[str],
+    timeout: float,
+    ssl_context: ssl.SSLContext | None,
+    server_hostname: str | None,
+    secrets: tuple[str, ...],
+    start: float,
+) -> Outcome:
+    """`post` on the lean client: the same outcomes, errors described the same way."""
+    try:
+        async with asyncio.timeout(timeout):
+            ans = await pool.post(url, headers.items(), body, ssl_context=ssl_context, server_hostname=server_hostname)
+    except TimeoutError:
+        return Outcome("timeout", None, f"timed out after {timeout:g}s", time.perf_counter() - start)
+    except TargetRefused as exc:
+        return Outcome("refused", None, str(exc), time.perf_counter() - start)
+    except http1.ConnectError as exc:
+        return Outcome("connection_error", None, describe_error(exc), time.perf_counter() - start)
+    except (OSError, ssl.SSLError) as exc:
+        return Outcome("connection_error", None, describe_error(exc, url), time.perf_counter() - start)
+    duration = time.perf_counter() - start
+    retry_after = None
+    if ans.status in (429, 503):
+        retry_after = parse_retry_after(ans.retry_after, time.time())
+    return _answered(ans.status, ans.body, duration, retry_after, headers, secrets)
+
+
+def describe_error(exc: BaseException, url: str | None = None) -> str:
     # Exception texts quote the URL (aiohttp's InvalidURL, yarl): redact it before the text can
     # reach an attempt record, a dead-letter reason, the journal or a log line.
-    text = redact.text(str(exc) or type(exc).__name__)
+    text = str(exc) or type(exc).__name__
+    if url is not None:
+        text = f"{text}, url='{url}'"  # as aiohttp's own client errors name it
+    text = redact.text(text)
     return text[:300]
 
 
@@ -268,6 +343,9 @@ async def post(
     refused = policy.refusal(_host_of(url))
     if refused:
         return Outcome("refused", None, refused, 0.0)
+    pool = _POOLS.get(session) if proxy is None else None
+    if pool is not None:
+        return await _post_lean(pool, url, body, headers, timeout, ssl_context, server_hostname, secrets, start)
     status: int | None = None
     try:
         async with session.post(
@@ -292,14 +370,7 @@ async def post(
             retry_after = None
             if status in (429, 503):
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"), time.time())
-            if 200 <= status < 300:
-                return Outcome("success", status, None, duration)
-            # A receiver may echo the request (auth header included) in its error page: scrub the
-            # whole answer read, then keep the first KEEP_BODY characters of what is left.
-            sent = {k: v for k, v in headers.items() if k.lower() not in RESERVED_HEADERS}
-            text = redact.scrub(bytes(data).decode("utf-8", "replace"), (*secrets, *redact.secret_values((), sent)))
-            kept = text[:KEEP_BODY] if text else None
-            return Outcome("http_error", status, f"HTTP {status}", duration, retry_after, kept)
+            return _answered(status, bytes(data), duration, retry_after, headers, secrets)
     except TimeoutError:
         return Outcome("timeout", status, f"timed out after {timeout:g}s", time.perf_counter() - start)
     except aiohttp.ClientConnectorError as exc:

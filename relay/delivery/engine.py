@@ -28,7 +28,7 @@ import aiohttp
 import msgspec
 
 from relay.config import Snapshot, TenantConfig
-from relay.dispatch import EgressPolicy, Outcome, make_session
+from relay.dispatch import EgressPolicy, Outcome, close_session, make_session
 from relay.events import Attempt, decode_attempt, decode_stored, encode_attempt, number_rounds, rfc3339
 from relay.journal import Recovered
 from relay.metrics import Metrics, TenantGauges
@@ -155,7 +155,7 @@ class DeliveryEngine:
             t.cancel()
         await asyncio.gather(*self._attempt_tasks, *tasks, *self._bg, return_exceptions=True)
         if self._session is not None:
-            await self._session.close()
+            await close_session(self._session)
         await self._endpoint_file.close()
         return cancelled
 
