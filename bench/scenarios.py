@@ -270,6 +270,9 @@ def deliver(r: Runner) -> list[Figure]:
     def daemon_round() -> Sample:
         return drain(r, "deliver", "drain", url, s.backlog)
 
+    def aiohttp_round() -> Sample:  # the same daemon with aiohttp's client for every POST
+        return drain(r, "deliver", "drain", url, s.backlog, env={"HOOKRELAY_HTTP_CLIENT": "aiohttp"})
+
     def raw_round() -> Sample:
         r.seq += 1
         res = r.procs.run_json(
@@ -281,7 +284,18 @@ def deliver(r: Runner) -> list[Figure]:
         return Sample(res["events_per_s"], 1000 * res["cpu_s"] / max(1, res["events_ok"]), res)
 
     a, b = f"hookrelay drains {s.backlog} backlog", "raw ClientSession, 64 concurrent"
-    runs = r.alternate([(a, daemon_round), (b, raw_round)], max(1, min(2, s.rounds)))
+    c = "hookrelay, HOOKRELAY_HTTP_CLIENT=aiohttp"
+    runs = r.alternate([(a, daemon_round), (b, raw_round), (c, aiohttp_round)], max(1, min(2, s.rounds)))
+    with_aiohttp = compare(
+        "deliver",
+        "deliver backlog, aiohttp's client vs raw client",
+        runs,
+        c,
+        b,
+        "events/s",
+        None,
+        note="the relay with its lean HTTP client turned off: what relay/http1.py saves",
+    )
     fig = compare(
         "deliver",
         "deliver backlog vs raw client",
@@ -293,7 +307,7 @@ def deliver(r: Runner) -> list[Figure]:
         note="from /readyz 200 after restart to the sink counting the whole backlog; "
         "CPU: daemon process vs the raw client's own process",
     )
-    return [fig]
+    return [fig, with_aiohttp]
 
 
 # ---- memory ------------------------------------------------------------------------------------
