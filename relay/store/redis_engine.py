@@ -34,7 +34,7 @@ from relay.config import Snapshot, TenantConfig
 from relay.delivery.attempt import METRIC_OUTCOME, decide, send
 from relay.delivery.deadletters import Key
 from relay.delivery.ledger import LedgerFilter
-from relay.dispatch import EgressPolicy, Outcome, make_session
+from relay.dispatch import EgressPolicy, Outcome, close_session, make_session
 from relay.events import Attempt, decode_attempt, decode_stored, encode_attempt, number_rounds, rfc3339
 from relay.metrics import Metrics, TenantGauges
 
@@ -154,7 +154,7 @@ class RedisEngine:
             t.cancel()
         await asyncio.gather(*self._tasks, *self._bg, return_exceptions=True)
         if self._session is not None:
-            await self._session.close()
+            await close_session(self._session)
         await self.store.close()
         return len(cut)
 
