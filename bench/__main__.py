@@ -92,6 +92,12 @@ def main() -> int:
         default="local",
         help="redis: the shared store on one redis-server, 1-3 relays vs the local journal",
     )
+    ap.add_argument(
+        "--backlog-events",
+        type=int,
+        default=None,
+        help="events the backlog scenario queues (default 1,000,000; 50,000 with --quick)",
+    )
     args = ap.parse_args()
     default = list(REDIS_SCENARIOS) if args.store == "redis" else list(SCENARIOS)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or default
@@ -100,7 +106,7 @@ def main() -> int:
         ap.error(f"unknown scenario(s): {', '.join(unknown)}")
     signal.signal(signal.SIGTERM, on_sigterm)
 
-    s = settings(args.quick)
+    s = settings(args.quick, args.backlog_events)
     OUT.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     log_dir = OUT / "logs" / stamp

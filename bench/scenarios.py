@@ -13,7 +13,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.common import Procs, cpu_seconds, http, median, percentile, rss_mb, wait_for, wait_until_ready
+from bench.common import (
+    Procs,
+    cpu_seconds,
+    http,
+    median,
+    percentile,
+    rss_hwm_mb,
+    rss_mb,
+    wait_for,
+    wait_until_ready,
+)
 from bench.parties import HOLD, Parties, Server, tenant, write_tenants
 
 
@@ -46,12 +56,18 @@ class Settings:
     mem_events: int
     recovery_events: int
     iso_s: float
+    backlog_events: int = 1_000_000  # the backlog scenario: events held pending (--backlog-events)
 
 
-def settings(quick: bool) -> Settings:
+def settings(quick: bool, backlog_events: int | None = None) -> Settings:
     if quick:
-        return Settings(quick, rounds=1, round_s=1.5, backlog=5000, mem_events=10_000, recovery_events=20_000, iso_s=3)
-    return Settings(quick, rounds=3, round_s=4.0, backlog=20_000, mem_events=50_000, recovery_events=100_000, iso_s=5)
+        s = Settings(quick, rounds=1, round_s=1.5, backlog=5000, mem_events=10_000, recovery_events=20_000, iso_s=3)
+        s.backlog_events = 50_000
+    else:
+        s = Settings(quick, rounds=3, round_s=4.0, backlog=20_000, mem_events=50_000, recovery_events=100_000, iso_s=5)
+    if backlog_events is not None:
+        s.backlog_events = backlog_events
+    return s
 
 
 @dataclass
@@ -372,6 +388,84 @@ def memory(r: Runner) -> list[Figure]:
     return [f1, f16]
 
 
+# ---- backlog -----------------------------------------------------------------------------------
+
+BACKLOG_LIMIT_MIB = 256.0  # the shipped sidecar's memory limit (deploy/k8s)
+
+
+def backlog(r: Runner) -> list[Figure]:
+    """A day-long outage: N events (150-byte payloads, send-batch) held pending by a tenant that
+    delivers nothing, then SIGTERM and a restart. Peak RSS is the kernel's high-water mark
+    (VmHWM) of each process, so nothing between two samples is missed."""
+    n = r.s.backlog_events
+    tenants = [tenant("backlog", "http://127.0.0.1:9/never", **HOLD)]
+    extra = ["--max-pending", str(n + 10_000)]
+    d = r.p.start_daemon("backlog", tenants, extra=extra)
+    warm = preload(r, d, "backlog", min(10_000, n // 10), payload_bytes=150, batch=500)
+    time.sleep(0.5)
+    rss0 = rss_mb(d.pid)
+    t0 = time.monotonic()
+    c0 = cpu_seconds(d.pid)
+    got = preload(r, d, "backlog", n - warm, payload_bytes=150, batch=500)
+    queue_s = time.monotonic() - t0
+    cpu = cpu_seconds(d.pid) - c0
+    wait_for(lambda: r.p.tenant_metrics(d, "backlog")["pending_events"] >= warm + got - 1, 60)
+    pending = int(r.p.tenant_metrics(d, "backlog")["pending_events"])
+    time.sleep(0.5)
+    rss1 = rss_mb(d.pid)
+    peak_queued = rss_hwm_mb(d.pid)
+    r.p.stop(d)  # SIGTERM
+    t1 = time.monotonic()
+    d = r.p.start_daemon("backlog", None, fresh=False, wait=False, extra=extra)
+    ready = wait_until_ready(d.port, d.proc, 300) - t1
+    after = int(r.p.tenant_metrics(d, "backlog")["pending_events"])
+    time.sleep(1.0)
+    peak_restart = rss_hwm_mb(d.pid)
+    rss_after = rss_mb(d.pid)
+    r.p.stop(d)
+    slope = (rss1 - rss0) * 10_000 / max(1, got)
+    lim = BACKLOG_LIMIT_MIB
+    common = f"{pending} pending (150-byte payloads via send-batch x500, tenant held by a rate limit)"
+    return [
+        Figure(
+            "backlog",
+            f"peak RSS with {pending} queued",
+            peak_queued,
+            "MiB",
+            "the shipped memory limit (MiB)",
+            lim,
+            target=f"<= {lim:g} MiB",
+            met=peak_queued <= lim,
+            cpu_ms=1000 * cpu / max(1, got),
+            note=f"{common}; VmHWM; queued in {queue_s:.0f} s; RSS {rss0:.0f} MiB after the warm-up, "
+            f"{rss1:.0f} MiB at the end: {slope:.2f} MB per 10k",
+        ),
+        Figure(
+            "backlog",
+            "peak RSS through SIGTERM + restart",
+            peak_restart,
+            "MiB",
+            "the shipped memory limit (MiB)",
+            lim,
+            target=f"<= {lim:g} MiB",
+            met=peak_restart <= lim,
+            note=f"VmHWM of the restarted process 1 s after /readyz (RSS then {rss_after:.0f} MiB); "
+            f"pending after the restart: {after}",
+        ),
+        Figure(
+            "backlog",
+            f"time to /readyz with {pending} pending",
+            ready,
+            "s",
+            "target (s)",
+            15.0,
+            target="<= 15 s",
+            met=ready <= 15.0 and after == pending,
+            note="from spawn after the SIGTERM'd process exited (Python start-up included)",
+        ),
+    ]
+
+
 # ---- recovery ----------------------------------------------------------------------------------
 
 
@@ -645,6 +739,7 @@ SCENARIOS: dict[str, Callable[[Runner], list[Figure]]] = {
     "batch": batch,
     "deliver": deliver,
     "memory": memory,
+    "backlog": backlog,
     "recovery": recovery,
     "latency": latency,
     "isolation": isolation,

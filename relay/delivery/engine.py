@@ -49,6 +49,7 @@ RECENT_SETTLED = 10_000  # settled events whose status and attempts /events/{id}
 RETRY_LATER = 5.0  # an event whose attempt could not run or be recorded tries again after this
 RESTART_DELAY = 1.0  # a tenant task that failed restarts after this
 BATCH = 1000  # management operations write one journal commit per this many events
+EXPIRE_BATCH = 10_000  # spilled events expired behind an open breaker per sweep (bounds the entries made)
 ENDPOINTS_FILE = "endpoints.json"
 
 # Operator notifications (SPEC §11): (type, tenant_id or None, data). Must never block or raise.
@@ -104,11 +105,18 @@ class DeliveryEngine:
         try:
             for live in rec.live:
                 eid = live.event_id
-                e = Entry(eid, live.tenant_id, min(max(live.severity, 0), 3), live.accepted_at)
+                sev = min(max(live.severity, 0), 3)
+                ts = self._tenant(live.tenant_id)
+                cfg = tenants.get(live.tenant_id)
+                fifo = cfg is not None and cfg.ordering == "fifo"
+                # A backlog restarts as packed as it ran: never-attempted events spill again.
+                packable = not (live.dead or live.attempts or fifo) and live.next_due is None
+                if packable and ts.try_spill(eid, sev, live.accepted_at):
+                    continue
+                e = Entry(eid, live.tenant_id, sev, live.accepted_at)
                 if live.attempts:
                     e.restore_attempts([decode_attempt(b) for b in live.attempts])
                 entries[eid] = e
-                ts = self._tenant(live.tenant_id)
                 if live.dead:
                     e.state = "dead"
                     e.dead_reason = live.dead_reason
@@ -119,8 +127,7 @@ class DeliveryEngine:
                 if e.tries:
                     e.state = "retrying"
                 ts.add_pending(e)
-                cfg = tenants.get(live.tenant_id)
-                if cfg is not None and cfg.ordering == "fifo":
+                if fifo:
                     # Acceptance order (rec.live is sorted by it) rebuilds each key's line.
                     ts.fifo = True
                     e.okey = self._read_okey(eid)
@@ -169,12 +176,14 @@ class DeliveryEngine:
         s = self._recent.get(event_id)
         if s is not None:
             return s.state
+        if self.journal.is_live(event_id):
+            return "queued"  # spilled (see scheduler.Spill): pending, never attempted yet
         # Settled before the recent cache (or a restart): the journal keeps the ids for a while.
         return "delivered" if self.journal.was_settled(event_id) else None
 
     @property
     def pending_count(self) -> int:
-        return len(self.entries) - len(self.dead)
+        return len(self.entries) - len(self.dead) + sum(ts.spilled for ts in self.tenants.values())
 
     async def accept(self, items: list[tuple[str, str, int, bytes]]) -> list[str]:
         """Journal (durably) then schedule: (event_id, tenant_id, severity, stored blob).
@@ -193,9 +202,13 @@ class DeliveryEngine:
         now = self._clock()
         await self.journal.accept([(eid, tid, sev, now, blob) for eid, tid, sev, blob in fresh])
         for eid, tid, sev, blob in fresh:
+            ts = self._tenant(tid)
+            if ts.try_spill(eid, sev, now):
+                ts.stats.total += 1
+                self._ensure_task(ts)
+                continue
             e = Entry(eid, tid, sev, now)
             self.entries[eid] = e
-            ts = self._tenant(tid)
             if ts.fifo:
                 e.okey = decode_stored(blob).ordering_key or ""
             ts.add_pending(e)
@@ -218,7 +231,11 @@ class DeliveryEngine:
         ts = self.tenants.get(tenant_id)
         if ts is None:
             ts = self.tenants[tenant_id] = TenantState(tenant_id)
+            ts.on_unspill = self._unspilled
         return ts
+
+    def _unspilled(self, e: Entry) -> None:
+        self.entries[e.event_id] = e
 
     def _ensure_task(self, ts: TenantState) -> None:
         if ts.task is None and self._session is not None and not self._stopping:
@@ -320,6 +337,8 @@ class DeliveryEngine:
         if ts.in_flight >= cfg.max_in_flight:
             return None  # attempts started before it was disabled: their end wakes us
         e = next((e for e in ts.pending.values() if e.claimable), None)
+        if e is None and ts.spilled:
+            e = ts.peek()  # takes spilled events in
         if e is None:
             return None  # nothing held: a new event wakes us
         ep.begin_probe(now, cfg.probe_interval_seconds)
@@ -354,12 +373,15 @@ class DeliveryEngine:
                 break
             if e.claimable and now - e.round_at > limit:
                 expired.append(e)
+        if ts.spilled:  # spilled events are never attempted: their round began at acceptance
+            expired += ts.unspill_older(now - limit, EXPIRE_BATCH)
         reason = f"circuit breaker open: not delivered within the retry schedule ({limit:g}s)"
         for e in expired:
             e.state = "delivering"  # claimed: no attempt may start while it moves
             self._spawn(self._dead_in_background(ts, e, reason))
 
     def _dead_letter_all(self, ts: TenantState, reason: str) -> None:
+        ts.unspill_all()
         for e in [e for e in ts.pending.values() if e.waiting]:
             e.state = "delivering"  # claimed: no attempt may start while it moves
             self._spawn(self._dead_in_background(ts, e, reason))
@@ -611,6 +633,7 @@ class DeliveryEngine:
                 self._endpoint_file.changed()
             fifo = cfg.ordering == "fifo"
             if fifo and not ts.fifo:
+                ts.unspill_all()  # every pending event joins its key's line
                 for e in ts.pending.values():
                     if e.okey is None:
                         e.okey = self._read_okey(e.event_id)
@@ -750,8 +773,19 @@ class DeliveryEngine:
     def event_view(self, event_id: str) -> dict[str, Any] | None:
         e = self.entries.get(event_id) or self._recent.get(event_id)
         if e is None:
-            return None
+            return self._spilled_view(event_id)
         return {"event_id": event_id, "tenant_id": e.tenant_id, "status": e.state, "attempts": self.attempts_of(e)}
+
+    def _spilled_view(self, event_id: str) -> dict[str, Any] | None:
+        """A pending event kept packed (scheduler.Spill): never attempted; its tenant is in the
+        journaled envelope."""
+        if not self.journal.is_live(event_id):
+            return None
+        try:
+            env = msgspec.json.decode(decode_stored(self.journal.read_blob(event_id)).envelope, type=_TenantOf)
+        except (OSError, KeyError, ValueError, msgspec.MsgspecError):
+            return None  # settled meanwhile
+        return {"event_id": event_id, "tenant_id": env.tenant_id, "status": "queued", "attempts": []}
 
     def read_event(self, event_id: str) -> msgspec.Raw:
         return msgspec.Raw(decode_stored(self.journal.read_blob(event_id)).envelope)
@@ -765,7 +799,7 @@ class DeliveryEngine:
             "successful_events": st.delivered,
             "failed_events": st.failed,
             "pending_retries": ts.retrying,
-            "pending_events": len(ts.pending),
+            "pending_events": ts.pending_count,
             "dead_letter_count": ts.dead,
             "avg_response_time_ms": round(st.response_ms_sum / st.responses, 3) if st.responses else 0.0,
             "circuit_open": ts.breaker.is_open(self._clock()),
@@ -779,14 +813,22 @@ class DeliveryEngine:
         out: dict[str, TenantGauges] = {}
         for tid, ts in self.tenants.items():
             oldest = next(iter(ts.pending.values()), None)
+            first = oldest.accepted_at if oldest else None
+            if ts.spilled:
+                spilled = ts.oldest_spilled()
+                first = spilled if first is None or (spilled is not None and spilled < first) else first
             out[tid] = TenantGauges(
-                pending=len(ts.pending),
+                pending=ts.pending_count,
                 dead=ts.dead,
-                oldest_pending_age=max(0.0, now - oldest.accepted_at) if oldest else 0.0,
+                oldest_pending_age=max(0.0, now - first) if first is not None else 0.0,
                 circuit_open=ts.breaker.is_open(now),
                 endpoint_state=ep.state if (ep := self.endpoints.get(tid)) else "enabled",
             )
         return out
+
+
+class _TenantOf(msgspec.Struct):
+    tenant_id: str
 
 
 def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:

@@ -10,6 +10,11 @@ lanes, keys, breaker, rate limit, stale heap items) are tested with a fake one.
 - With `ordering: fifo`, only the oldest pending event of each ordering key is ever due; the
   rest are `held` until it is delivered or dead-lettered. Severity therefore orders keys, never
   events within a key.
+- A backlog does not cost an `Entry` per event: once a tenant has `WINDOW` entries pending, new
+  first attempts wait in a per-severity `Spill` (packed id + accept time, ~21 bytes an event)
+  behind that severity's ready queue, and become entries as the queue drains (`REFILL` at a
+  time). Spilled events are never attempted, never held and due now, so nothing else about them
+  needs memory. fifo tenants never spill: their key lines need every event's key.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import re
+from array import array
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from relay.config import TenantConfig
@@ -30,9 +38,73 @@ from .ratelimit import TokenBucket
 
 _seq = itertools.count(1)
 
+WINDOW = 4096  # pending entries per tenant before new first attempts spill
+REFILL = 512  # spilled events turned into entries at a time, when their ready queue runs dry
+
+_RELAY_ID = re.compile(r"evt_[0-9a-f]{24}")
+
 
 def _lanes() -> tuple[deque[Entry], ...]:
     return tuple(deque() for _ in SEVERITY_NAME)
+
+
+class Spill:
+    """Never-attempted events of one tenant and severity, oldest first, packed: a relay id as a
+    marker byte and its 12 raw bytes, any other id as a marker, a u16 length and its UTF-8; the
+    accept times in a parallel array. Consumed from the front; the consumed prefix is dropped
+    once it is half the buffer."""
+
+    __slots__ = ("_at", "_buf", "_head", "_pos")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pos = 0  # read position in _buf
+        self._at = array("d")
+        self._head = 0  # read position in _at
+
+    def __len__(self) -> int:
+        return len(self._at) - self._head
+
+    def push(self, event_id: str, accepted_at: float) -> None:
+        if len(event_id) == 28 and _RELAY_ID.fullmatch(event_id):
+            self._buf.append(0)
+            self._buf += bytes.fromhex(event_id[4:])
+        else:
+            b = event_id.encode()
+            self._buf.append(1)
+            self._buf += len(b).to_bytes(2, "little")
+            self._buf += b
+        self._at.append(accepted_at)
+
+    def oldest(self) -> float:
+        return self._at[self._head]
+
+    def pop(self) -> tuple[str, float]:
+        buf, p = self._buf, self._pos
+        if buf[p] == 0:
+            eid = "evt_" + buf[p + 1 : p + 13].hex()
+            p += 13
+        else:
+            n = int.from_bytes(buf[p + 1 : p + 3], "little")
+            eid = buf[p + 3 : p + 3 + n].decode()
+            p += 3 + n
+        at = self._at[self._head]
+        self._head += 1
+        self._pos = p
+        if self._head == len(self._at):  # empty: start over (gives the buffers back)
+            self._buf, self._pos, self._at, self._head = bytearray(), 0, array("d"), 0
+        elif self._pos > 65536 and self._pos * 2 > len(buf):
+            del buf[: self._pos]
+            del self._at[: self._head]
+            self._pos = self._head = 0
+        return eid, at
+
+    def nbytes(self) -> int:
+        return len(self._buf) + 8 * len(self._at)
+
+
+def _spills() -> tuple[Spill, ...]:
+    return tuple(Spill() for _ in SEVERITY_NAME)
 
 
 @dataclass
@@ -68,6 +140,67 @@ class TenantState:
     bucket: TokenBucket = field(default_factory=TokenBucket)
     stats: TenantStats = field(default_factory=TenantStats)
     swept_at: float = 0.0
+    # First attempts past the window, per severity (index = rank); see the module docstring.
+    spill: tuple[Spill, ...] = field(default_factory=_spills)
+    spilled: int = 0
+    window: int = WINDOW
+    # Called with each entry made from a spilled event (the engine indexes it).
+    on_unspill: Callable[[Entry], None] | None = None
+
+    # ---- the spill -----------------------------------------------------------------------
+
+    def try_spill(self, event_id: str, severity: int, accepted_at: float) -> bool:
+        """Keep a new event (never attempted, due now) packed instead of as an entry, if the
+        tenant is past its window or this severity already spills (its order must hold)."""
+        if self.fifo:
+            return False
+        sp = self.spill[severity]
+        if not sp and len(self.pending) < self.window:
+            return False
+        sp.push(event_id, accepted_at)
+        self.spilled += 1
+        self.wake.set()
+        return True
+
+    def _unspill(self, severity: int, n: int) -> list[Entry]:
+        sp = self.spill[severity]
+        q = self.ready[severity]
+        out = []
+        for _ in range(min(n, len(sp))):
+            eid, at = sp.pop()
+            e = Entry(eid, self.tenant_id, severity, at)
+            self.pending[eid] = e
+            e.in_ready = True
+            q.append(e)
+            out.append(e)
+            if self.on_unspill is not None:
+                self.on_unspill(e)
+        self.spilled -= len(out)
+        return out
+
+    def unspill_all(self) -> None:
+        """Every spilled event becomes an entry (a switch to fifo, a removed tenant)."""
+        for sev in range(len(self.spill)):
+            self._unspill(sev, len(self.spill[sev]))
+
+    def unspill_older(self, cutoff: float, limit: int) -> list[Entry]:
+        """Entries for up to `limit` spilled events accepted before `cutoff` (expiry)."""
+        out: list[Entry] = []
+        for sev, sp in enumerate(self.spill):
+            n = 0
+            for k in range(len(sp)):
+                if n >= limit - len(out) or sp._at[sp._head + k] >= cutoff:
+                    break
+                n += 1
+            out += self._unspill(sev, n)
+        return out
+
+    def oldest_spilled(self) -> float | None:
+        return min((sp.oldest() for sp in self.spill if sp), default=None)
+
+    @property
+    def pending_count(self) -> int:
+        return len(self.pending) + self.spilled
 
     # ---- membership ----------------------------------------------------------------------
 
@@ -90,7 +223,7 @@ class TenantState:
 
     def idle(self) -> bool:
         """Nothing of this tenant is pending, dead or in flight: its state can be dropped."""
-        return not self.pending and not self.dead and not self.in_flight
+        return not self.pending and not self.spilled and not self.dead and not self.in_flight
 
     # ---- ordering keys -------------------------------------------------------------------
 
@@ -135,6 +268,7 @@ class TenantState:
         before switching on; events in flight keep their attempt."""
         if fifo == self.fifo:
             return
+        assert not self.spilled, "unspill before switching to fifo"
         self.fifo = fifo
         if not fifo:
             self.keys.clear()
@@ -197,16 +331,23 @@ class TenantState:
                 e.round_at = now
                 self.schedule(e, None, now)
 
-    @staticmethod
-    def _peek(lane: tuple[deque[Entry], ...]) -> tuple[deque[Entry], Entry] | None:
-        """The lane's next event (highest severity, then oldest), dropping stale slots."""
-        for q in reversed(lane):
-            while q:
-                e = q[0]
-                if e.claimable:
-                    return q, e
-                q.popleft()  # settled, dead-lettered, claimed or held since it was queued
-                e.in_ready = False
+    def _peek(
+        self, lane: tuple[deque[Entry], ...], spill: tuple[Spill, ...] | None
+    ) -> tuple[deque[Entry], Entry] | None:
+        """The lane's next event (highest severity, then oldest), dropping stale slots; a queue
+        that runs dry takes the next spilled events of its severity."""
+        for sev in range(len(lane) - 1, -1, -1):
+            q = lane[sev]
+            while True:
+                while q:
+                    e = q[0]
+                    if e.claimable:
+                        return q, e
+                    q.popleft()  # settled, dead-lettered, claimed or held since it was queued
+                    e.in_ready = False
+                if spill is None or not spill[sev]:
+                    break
+                self._unspill(sev, REFILL)
         return None
 
     def peek(self) -> Entry | None:
@@ -214,8 +355,8 @@ class TenantState:
         return got[1] if got else None
 
     def _pick(self) -> tuple[deque[Entry], Entry] | None:
-        fresh = self._peek(self.ready)
-        retry = self._peek(self.retry_ready)
+        fresh = self._peek(self.ready, self.spill if self.spilled else None)
+        retry = self._peek(self.retry_ready, None)
         if fresh and retry:
             # Both lanes waiting: retries get a slot only while they hold fewer than first
             # attempts do, so they never take more than half of them.
