@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-import re
 from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -38,10 +37,9 @@ from .ratelimit import TokenBucket
 
 _seq = itertools.count(1)
 
-WINDOW = 4096  # pending entries per tenant before new first attempts spill
-REFILL = 512  # spilled events turned into entries at a time, when their ready queue runs dry
+WINDOW = 1024  # pending entries per tenant before new first attempts spill
+REFILL = 256  # spilled events turned into entries at a time, when their ready queue runs dry
 
-_RELAY_ID = re.compile(r"evt_[0-9a-f]{24}")
 
 
 def _lanes() -> tuple[deque[Entry], ...]:
@@ -66,9 +64,16 @@ class Spill:
         return len(self._at) - self._head
 
     def push(self, event_id: str, accepted_at: float) -> None:
-        if len(event_id) == 28 and _RELAY_ID.fullmatch(event_id):
+        raw = b""
+        if len(event_id) == 28 and event_id.startswith("evt_"):
+            tail = event_id[4:]
+            with contextlib.suppress(ValueError):
+                raw = bytes.fromhex(tail)
+            if len(raw) != 12 or raw.hex() != tail:  # lower-case hex only: it must come back the same
+                raw = b""
+        if raw:
             self._buf.append(0)
-            self._buf += bytes.fromhex(event_id[4:])
+            self._buf += raw
         else:
             b = event_id.encode()
             self._buf.append(1)

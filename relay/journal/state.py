@@ -11,7 +11,6 @@ array of those positions, and dead letters their reason.
 
 from __future__ import annotations
 
-import math
 from array import array
 
 from .table import EventTable, SettledIds
@@ -31,7 +30,6 @@ class Index:
         self.bo = t.column("I")  # blob offset within the base record; the blob runs to its end
         # Oldest segment that may still hold a record of this event; see `settle`.
         self.first = t.column("I")
-        self.due = t.column("d", math.nan)  # NaN: None
         self.tenant = t.column("I")  # number into `tenants`
         self.severity = t.column("H")
         self.accepted_at = t.column("d")
@@ -43,6 +41,7 @@ class Index:
         # ATTEMPT / DEAD / REQUEUED records since the base, as flat (seg, off, len) triples.
         self.extra: dict[int, array[int]] = {}
         self.dead: dict[int, tuple[str, float]] = {}  # (reason, failed_at) of dead letters
+        self.due: dict[int, float] = {}  # next_due, of the events that have one (retrying)
         self.busy: dict[int, int] = {}  # records queued in the writer and not yet applied
         self.settled = SettledIds()
         self.seg_live: dict[int, int] = {}  # bytes of live events' records per segment
@@ -71,8 +70,13 @@ class Index:
         return [(a[i], a[i + 1], a[i + 2]) for i in range(0, len(a), 3)]
 
     def get_due(self, s: int) -> float | None:
-        d = self.due[s]
-        return None if d != d else d
+        return self.due.get(s)
+
+    def _set_due(self, s: int, due: float | None) -> None:
+        if due is None:
+            self.due.pop(s, None)
+        else:
+            self.due[s] = due
 
     def has_attempts(self, s: int) -> bool:
         """Whether the event may have attempts on record (read them back to know)."""
@@ -115,13 +119,14 @@ class Index:
         self._add(seg, ln)
 
     def _new(self, eid: str, seg: int, off: int, ln: int, bo: int, tenant: str, severity: int, acc: float) -> int:
-        s = self.table.add(eid)
+        return self._fill(self.table.add(eid), seg, off, ln, bo, tenant, severity, acc)
+
+    def _fill(self, s: int, seg: int, off: int, ln: int, bo: int, tenant: str, severity: int, acc: float) -> int:
         self.seg[s] = seg
         self.off[s] = off
         self.ln[s] = ln
         self.bo[s] = bo
         self.first[s] = seg
-        self.due[s] = math.nan
         self.tenant[s] = self.tenant_no(tenant)
         self.severity[s] = severity
         self.accepted_at[s] = acc
@@ -135,9 +140,10 @@ class Index:
         self, eid: str, seg: int, off: int, ln: int, bo: int, tenant: str = "", severity: int = 0, acc: float = 0.0
     ) -> bool:
         # A second ACCEPTED for a live id is ignored, live and on replay alike.
-        if self.table.find(eid) >= 0:
+        s = self.table.find_or_add(eid)
+        if s < 0:
             return False
-        self._new(eid, seg, off, ln, bo, tenant, severity, acc)
+        self._fill(s, seg, off, ln, bo, tenant, severity, acc)
         return True
 
     def snapshot(
@@ -160,7 +166,7 @@ class Index:
             self._drop(s)
             self.seg[s], self.off[s], self.ln[s], self.bo[s] = seg, off, ln, bo
             self._add(seg, ln)
-        self.due[s] = math.nan if due is None else due
+        self._set_due(s, due)
         self.flags[s] = _SNAP_BASE
         if dead is None:
             self.dead.pop(s, None)
@@ -172,7 +178,7 @@ class Index:
         if s < 0:
             return False
         self._extra(s, seg, off, ln)
-        self.due[s] = math.nan if due is None else due
+        self._set_due(s, due)
         self.flags[s] |= _HAS_ATTEMPT
         return True
 
@@ -190,7 +196,7 @@ class Index:
             return False
         self._extra(s, seg, off, ln)
         self.dead.pop(s, None)
-        self.due[s] = math.nan
+        self.due.pop(s, None)
         return True
 
     def settle(self, eid: str, seg: int, ts: float) -> bool:
@@ -200,6 +206,7 @@ class Index:
             return False
         self._drop(s)
         self.dead.pop(s, None)
+        self.due.pop(s, None)
         first = self.first[s]
         m = self.seg_minref.get(seg)
         if m is None or first < m:

@@ -7,9 +7,10 @@ per-event fields as columns indexed by the slot number this table hands out.
 * Ids live in one byte arena. Ids the relay generates (`evt_` + 24 hex digits) are stored as
   their 12 raw bytes; any other id as its UTF-8 bytes. Freed ids leave garbage behind that is
   reclaimed by copying the live ids into a fresh arena once garbage outweighs them.
-* The index is open addressing with linear probing over two arrays: the 64-bit hash of the id
-  and its slot. A hash hit is confirmed against the stored id, so collisions cost a comparison,
-  never a wrong answer. Deleted buckets become tombstones until the next rehash.
+* The index is open addressing with linear probing over two arrays: the low 32 bits of the id's
+  hash (enough to rehash, since no table has 2**32 buckets) and its slot: 8 bytes a bucket. A
+  hash hit is confirmed against the stored id, so collisions cost a comparison, never a wrong
+  answer. Deleted buckets become tombstones until the next rehash.
 * `SettledIds` is the idempotency window: 64-bit hashes only (a stable hash, since they are
   checkpointed to disk), kept in settle order in a ring so that pruning the oldest is O(pruned).
 """
@@ -17,7 +18,6 @@ per-event fields as columns indexed by the slot number this table hands out.
 from __future__ import annotations
 
 import hashlib
-import re
 from array import array
 from collections.abc import Iterator
 from typing import Final
@@ -25,7 +25,6 @@ from typing import Final
 _EMPTY: Final = -1
 _TOMB: Final = -2
 _MIN_BUCKETS: Final = 64
-_RELAY_ID = re.compile(r"evt_[0-9a-f]{24}")
 _PACKED: Final = 0x8000  # id_len flag: the stored bytes are a relay id's 12 raw bytes
 _MAX_ID: Final = 0x7FFF
 _GONE: Final = 0xFFFF  # id_len of a removed slot
@@ -33,8 +32,14 @@ _GONE: Final = 0xFFFF  # id_len of a removed slot
 
 def pack_id(event_id: str) -> tuple[bytes, int]:
     """The stored form of an id and its length field (what a lookup compares against)."""
-    if len(event_id) == 28 and _RELAY_ID.fullmatch(event_id):
-        return bytes.fromhex(event_id[4:]), 12 | _PACKED
+    if len(event_id) == 28 and event_id.startswith("evt_"):
+        tail = event_id[4:]
+        try:
+            raw = bytes.fromhex(tail)
+        except ValueError:
+            raw = b""
+        if len(raw) == 12 and raw.hex() == tail:  # lower-case hex only: it must come back the same
+            return raw, 12 | _PACKED
     b = event_id.encode()
     if len(b) > _MAX_ID:
         raise ValueError("event id longer than 32767 bytes")
@@ -58,7 +63,7 @@ class EventTable:
         self._id_len = self.column("H")
         self._arena = bytearray()
         self._garbage = 0  # arena bytes of freed ids
-        self._hash = array("q", bytes(8 * _MIN_BUCKETS))
+        self._hash = array("I", bytes(4 * _MIN_BUCKETS))
         self._bslot = array("i", [_EMPTY]) * _MIN_BUCKETS
         self._mask = _MIN_BUCKETS - 1
         self._used = 0  # buckets not empty (live + tombstones)
@@ -93,11 +98,6 @@ class EventTable:
     def removed(self, slot: int) -> bool:
         return bool(self._id_len[slot] == _GONE)
 
-    def _store_id(self, slot: int, packed: bytes, lenfield: int) -> None:
-        self._id_off[slot] = len(self._arena)
-        self._id_len[slot] = lenfield
-        self._arena += packed
-
     def _compact_arena(self) -> None:
         """Copy the live ids into a fresh arena (freed ids' bytes are dropped)."""
         old = memoryview(self._arena)
@@ -118,7 +118,7 @@ class EventTable:
 
     def find(self, event_id: str) -> int:
         """The slot of `event_id`, or -1."""
-        h = hash(event_id)
+        h = hash(event_id) & 0xFFFFFFFF
         mask = self._mask
         i = h & mask
         hs, bs = self._hash, self._bslot
@@ -136,9 +136,35 @@ class EventTable:
 
     def add(self, event_id: str) -> int:
         """A new slot for `event_id` (which must not be in the table)."""
+        s = self.find_or_add(event_id)
+        if s < 0:
+            raise KeyError(event_id)
+        return s
+
+    def find_or_add(self, event_id: str) -> int:
+        """A new slot for `event_id`, or -1 if it is in the table already (one probe for both)."""
         packed, lenfield = pack_id(event_id)  # raises before anything changes
         if (self._used + 1) * 10 > len(self._bslot) * 7:
             self._rehash()
+        h = hash(event_id) & 0xFFFFFFFF
+        mask = self._mask
+        i = h & mask
+        hs, bs, lens = self._hash, self._bslot, self._id_len
+        tomb = -1
+        while True:
+            s = bs[i]
+            if s == _EMPTY:
+                break
+            if s == _TOMB:
+                if tomb < 0:
+                    tomb = i
+            elif hs[i] == h and lens[s] == lenfield and self._stored(s) == packed:
+                return -1
+            i = (i + 1) & mask
+        if tomb >= 0:
+            i = tomb
+        else:
+            self._used += 1
         if self._free:
             slot = self._free.pop()
         else:
@@ -146,17 +172,11 @@ class EventTable:
             if slot >= self._cap:
                 self._grow(max(1024, self._cap * 2))
             self._high += 1
-        self._store_id(slot, packed, lenfield)
-        h = hash(event_id)
-        mask = self._mask
-        i = h & mask
-        bs = self._bslot
-        while bs[i] >= 0:  # the first empty or tombstone bucket
-            i = (i + 1) & mask
-        if bs[i] == _EMPTY:
-            self._used += 1
+        self._id_off[slot] = len(self._arena)
+        self._id_len[slot] = lenfield
+        self._arena += packed
         bs[i] = slot
-        self._hash[i] = h
+        hs[i] = h
         self._live += 1
         return slot
 
@@ -164,7 +184,7 @@ class EventTable:
         """Forget the id of `slot` (`event_id`, when the caller has it at hand); the slot is
         reusable at once, or after `reuse_later(slot)` (a slot still named by records on their
         way to disk must not change hands)."""
-        h = hash(self.id_of(slot) if event_id is None else event_id)
+        h = hash(self.id_of(slot) if event_id is None else event_id) & 0xFFFFFFFF
         mask = self._mask
         i = h & mask
         bs = self._bslot
@@ -201,7 +221,7 @@ class EventTable:
             del col[:]
         self._arena = bytearray()
         self._garbage = 0
-        self._hash = array("q", bytes(8 * _MIN_BUCKETS))
+        self._hash = array("I", bytes(4 * _MIN_BUCKETS))
         self._bslot = array("i", [_EMPTY]) * _MIN_BUCKETS
         self._mask = _MIN_BUCKETS - 1
         self._used = 0
@@ -211,7 +231,7 @@ class EventTable:
         while n * 7 < (self._live + 1) * 20:  # live load after the rehash at most 35%
             n *= 2
         oh, ob = self._hash, self._bslot
-        hs = array("q", bytes(8 * n))
+        hs = array("I", bytes(4 * n))
         bs = array("i", [_EMPTY]) * n
         mask = n - 1
         for b in range(len(ob)):
@@ -239,7 +259,7 @@ class EventTable:
     def nbytes(self) -> int:
         """Bytes held by the arrays and the arena (what the table costs in RAM)."""
         cols = sum(c.itemsize * len(c) for c, _ in self._cols)
-        return cols + len(self._arena) + 12 * len(self._bslot) + 4 * len(self._free)
+        return cols + len(self._arena) + 8 * len(self._bslot) + 4 * len(self._free)
 
 
 def stable_hash(event_id: str) -> int:
