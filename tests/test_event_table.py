@@ -141,9 +141,13 @@ def test_index_live_order_is_acceptance_order() -> None:
     for i in range(10):
         idx.accepted(f"e{i}", 1, 8 + 100 * i, 100, 40, "t", 1, 100.0 + i // 3)  # batches share a time
     idx.settle("e2", 2, 200.0)
-    idx.accepted("late", 2, 8, 100, 40, "t", 1, 50.0)  # an older event moved forward (a snapshot)
+    # Older events moved forward by compaction (snapshots) go back to their place; ties on the
+    # accept time keep the order the records appeared in.
+    idx.snapshot("late", 2, 8, 100, 40, None, None, "t", 1, 50.0)
+    idx.snapshot("mid", 2, 108, 100, 40, None, None, "t", 1, 101.0)
+    idx.snapshot("last", 2, 208, 100, 40, None, None, "t", 1, 500.0)
     order = [idx.table.id_of(s) for s in idx.live_slots()]
-    assert order == ["late", "e0", "e1", "e3", "e4", "e5", "e6", "e7", "e8", "e9"]
+    assert order == ["late", "e0", "e1", "e3", "e4", "e5", "mid", "e6", "e7", "e8", "e9", "last"]
 
 
 def test_settled_ids_prune_by_time_and_count_and_survive_resettling() -> None:

@@ -111,7 +111,7 @@ class DeliveryEngine:
                 fifo = cfg is not None and cfg.ordering == "fifo"
                 # A backlog restarts as packed as it ran: never-attempted events spill again.
                 packable = not (live.dead or live.attempts or fifo) and live.next_due is None
-                if packable and ts.try_spill(eid, sev, live.accepted_at):
+                if packable and ts.try_spill(eid, sev, live.accepted_at, live.relay_id):
                     continue
                 e = Entry(eid, live.tenant_id, sev, live.accepted_at)
                 if live.attempts:

@@ -41,7 +41,6 @@ WINDOW = 1024  # pending entries per tenant before new first attempts spill
 REFILL = 256  # spilled events turned into entries at a time, when their ready queue runs dry
 
 
-
 def _lanes() -> tuple[deque[Entry], ...]:
     return tuple(deque() for _ in SEVERITY_NAME)
 
@@ -63,12 +62,15 @@ class Spill:
     def __len__(self) -> int:
         return len(self._at) - self._head
 
-    def push(self, event_id: str, accepted_at: float) -> None:
-        raw = b""
-        if len(event_id) == 28 and event_id.startswith("evt_"):
+    def push(self, event_id: str, accepted_at: float, relay_id: bytes | None = None) -> None:
+        """Queue an event; `relay_id`: the id's 12 raw bytes if the caller has them (a restore)."""
+        raw = relay_id or b""
+        if not raw and len(event_id) == 28 and event_id.startswith("evt_"):
             tail = event_id[4:]
-            with contextlib.suppress(ValueError):
+            try:
                 raw = bytes.fromhex(tail)
+            except ValueError:
+                raw = b""
             if len(raw) != 12 or raw.hex() != tail:  # lower-case hex only: it must come back the same
                 raw = b""
         if raw:
@@ -154,7 +156,7 @@ class TenantState:
 
     # ---- the spill -----------------------------------------------------------------------
 
-    def try_spill(self, event_id: str, severity: int, accepted_at: float) -> bool:
+    def try_spill(self, event_id: str, severity: int, accepted_at: float, relay_id: bytes | None = None) -> bool:
         """Keep a new event (never attempted, due now) packed instead of as an entry, if the
         tenant is past its window or this severity already spills (its order must hold)."""
         if self.fifo:
@@ -162,7 +164,7 @@ class TenantState:
         sp = self.spill[severity]
         if not sp and len(self.pending) < self.window:
             return False
-        sp.push(event_id, accepted_at)
+        sp.push(event_id, accepted_at, relay_id)
         self.spilled += 1
         self.wake.set()
         return True

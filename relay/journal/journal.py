@@ -726,8 +726,9 @@ class _LiveEvents(Sequence[LiveEvent]):
     def _event(self, s: int) -> LiveEvent:
         idx = self._j._index
         dead = idx.dead.get(s)
+        raw = idx.table.relay_bytes(s)
         return LiveEvent(
-            idx.table.id_of(s),
+            idx.table.id_of(s) if raw is None else "evt_" + raw.hex(),
             idx.tenants[idx.tenant[s]],
             idx.severity[s],
             idx.accepted_at[s],
@@ -736,4 +737,5 @@ class _LiveEvents(Sequence[LiveEvent]):
             dead is not None,
             dead[0] if dead else None,
             dead[1] if dead else None,
+            raw,
         )

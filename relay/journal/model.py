@@ -22,6 +22,9 @@ class LiveEvent:
     dead: bool
     dead_reason: str | None
     failed_at: float | None
+    # A relay-generated id's 12 raw bytes, when the journal has them at hand: a restore that
+    # keeps the event packed (delivery.scheduler.Spill) copies them instead of parsing the id.
+    relay_id: bytes | None = None
 
 
 @dataclass(slots=True)

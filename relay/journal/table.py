@@ -89,6 +89,12 @@ class EventTable:
         o = self._id_off[slot]
         return memoryview(self._arena)[o : o + n]
 
+    def relay_bytes(self, slot: int) -> bytes | None:
+        """The 12 raw bytes of a relay-generated id, or None for any other id."""
+        if self._id_len[slot] & _PACKED:
+            return bytes(self._stored(slot))
+        return None
+
     def id_of(self, slot: int) -> str:
         raw = bytes(self._stored(slot))
         if self._id_len[slot] & _PACKED:
