@@ -15,7 +15,7 @@ import os
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import overload
@@ -722,6 +722,11 @@ class _LiveEvents(Sequence[LiveEvent]):
         if isinstance(i, slice):
             return [self._event(s) for s in self._order[i]]
         return self._event(self._order[i])
+
+    def __iter__(self) -> Iterator[LiveEvent]:
+        event = self._event
+        for s in self._order:
+            yield event(s)
 
     def _event(self, s: int) -> LiveEvent:
         idx = self._j._index

@@ -7,7 +7,8 @@ per-event fields as columns indexed by the slot number this table hands out.
 * Ids live in one byte arena. Ids the relay generates (`evt_` + 24 hex digits) are stored as
   their 12 raw bytes; any other id as its UTF-8 bytes. Freed ids leave garbage behind that is
   reclaimed by copying the live ids into a fresh arena once garbage outweighs them.
-* The index is open addressing with linear probing over two arrays: the low 32 bits of the id's
+* The index is open addressing over two arrays, probed like CPython's dict (i = 5i + 1 +
+  perturb, which avoids linear probing's long clusters at a 70% load): the low 32 bits of the id's
   hash (enough to rehash, since no table has 2**32 buckets) and its slot: 8 bytes a bucket. A
   hash hit is confirmed against the stored id, so collisions cost a comparison, never a wrong
   answer. Deleted buckets become tombstones until the next rehash.
@@ -127,6 +128,7 @@ class EventTable:
         h = hash(event_id) & 0xFFFFFFFF
         mask = self._mask
         i = h & mask
+        perturb = h
         hs, bs = self._hash, self._bslot
         packed: tuple[bytes, int] | None = None
         while True:
@@ -138,7 +140,8 @@ class EventTable:
                     packed = pack_id(event_id)
                 if self._id_len[s] == packed[1] and self._stored(s) == packed[0]:
                     return s
-            i = (i + 1) & mask
+            perturb >>= 5
+            i = (i * 5 + perturb + 1) & mask
 
     def add(self, event_id: str) -> int:
         """A new slot for `event_id` (which must not be in the table)."""
@@ -155,6 +158,7 @@ class EventTable:
         h = hash(event_id) & 0xFFFFFFFF
         mask = self._mask
         i = h & mask
+        perturb = h
         hs, bs, lens = self._hash, self._bslot, self._id_len
         tomb = -1
         while True:
@@ -166,7 +170,8 @@ class EventTable:
                     tomb = i
             elif hs[i] == h and lens[s] == lenfield and self._stored(s) == packed:
                 return -1
-            i = (i + 1) & mask
+            perturb >>= 5
+            i = (i * 5 + perturb + 1) & mask
         if tomb >= 0:
             i = tomb
         else:
@@ -193,11 +198,13 @@ class EventTable:
         h = hash(self.id_of(slot) if event_id is None else event_id) & 0xFFFFFFFF
         mask = self._mask
         i = h & mask
+        perturb = h
         bs = self._bslot
         while bs[i] != slot:
             if bs[i] == _EMPTY:
                 raise KeyError(slot)
-            i = (i + 1) & mask
+            perturb >>= 5
+            i = (i * 5 + perturb + 1) & mask
         bs[i] = _TOMB
         self._live -= 1
         self._garbage += self._id_len[slot] & _MAX_ID
@@ -245,8 +252,10 @@ class EventTable:
             if s >= 0:
                 h = oh[b]
                 i = h & mask
+                perturb = h
                 while bs[i] != _EMPTY:
-                    i = (i + 1) & mask
+                    perturb >>= 5
+                    i = (i * 5 + perturb + 1) & mask
                 bs[i] = s
                 hs[i] = h
         self._hash, self._bslot, self._mask, self._used = hs, bs, mask, self._live
