@@ -122,18 +122,21 @@ class Index:
         return self._fill(self.table.add(eid), seg, off, ln, bo, tenant, severity, acc)
 
     def _fill(self, s: int, seg: int, off: int, ln: int, bo: int, tenant: str, severity: int, acc: float) -> int:
+        # The replay's hottest path (once per event): written flat on purpose.
         self.seg[s] = seg
         self.off[s] = off
         self.ln[s] = ln
         self.bo[s] = bo
         self.first[s] = seg
-        self.tenant[s] = self.tenant_no(tenant)
+        n = self._tenant_no.get(tenant)
+        self.tenant[s] = self.tenant_no(tenant) if n is None else n
         self.severity[s] = severity
         self.accepted_at[s] = acc
         self.seq[s] = self._seq & 0xFFFFFFFF
         self._seq += 1
         self.flags[s] = 0
-        self._add(seg, ln)
+        live = self.seg_live
+        live[seg] = live.get(seg, 0) + ln
         return s
 
     def accepted(

@@ -152,7 +152,7 @@ class EventTable:
 
     def find_or_add(self, event_id: str) -> int:
         """A new slot for `event_id`, or -1 if it is in the table already (one probe for both)."""
-        packed, lenfield = pack_id(event_id)  # raises before anything changes
+        packed, lenfield = pack_id(event_id)  # raises before anything changes; no state yet
         if (self._used + 1) * 10 > len(self._bslot) * 7:
             self._rehash()
         h = hash(event_id) & 0xFFFFFFFF
