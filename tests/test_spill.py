@@ -106,6 +106,22 @@ def test_refill_is_bounded_and_expiry_takes_only_old_spilled_events() -> None:
     assert ts.spilled == 0 and len(ts.pending) == 3 * REFILL
 
 
+def test_a_held_endpoint_coming_back_starts_spilled_events_on_a_fresh_round() -> None:
+    ts = TenantState("t", window=0)
+    for i in range(5):
+        assert ts.try_spill(f"s{i}", 1, float(i))
+    ts.restart_held(100.0)  # the endpoint was disabled from t=0 to t=100
+    assert ts.unspill_older(50.0, 10) == []  # held time does not count against their schedule
+    old = ts.unspill_older(150.0, 10)
+    assert [x.event_id for x in old] == ["s0", "s1", "s2", "s3", "s4"]
+    assert {x.round_at for x in old} == {100.0} and old[0].accepted_at == 0.0
+    for x in old:
+        x.state = "delivering"  # claimed, as expiry does before dead-lettering them
+    ts.try_spill("late", 1, 120.0)
+    e = ts.peek()  # takes it in: accepted after the endpoint came back, its round began then
+    assert e is not None and e.event_id == "late" and e.round_at == 120.0
+
+
 def test_fifo_tenants_never_spill() -> None:
     ts = TenantState("t", window=0, fifo=True)
     assert not ts.try_spill("x", 1, 0.0)

@@ -150,6 +150,9 @@ class TenantState:
     # First attempts past the window, per severity (index = rank); see the module docstring.
     spill: tuple[Spill, ...] = field(default_factory=_spills)
     spilled: int = 0
+    # When a held endpoint came back (restart_held): spilled events' rounds start no earlier, as
+    # the entries' do, so expiry behind a breaker does not count the time they were held.
+    spill_round: float = 0.0
     window: int = WINDOW
     # Called with each entry made from a spilled event (the engine indexes it).
     on_unspill: Callable[[Entry], None] | None = None
@@ -176,6 +179,8 @@ class TenantState:
         for _ in range(min(n, len(sp))):
             eid, at = sp.pop()
             e = Entry(eid, self.tenant_id, severity, at)
+            if self.spill_round > at:
+                e.round_at = self.spill_round
             self.pending[eid] = e
             e.in_ready = True
             q.append(e)
@@ -193,6 +198,8 @@ class TenantState:
     def unspill_older(self, cutoff: float, limit: int) -> list[Entry]:
         """Entries for up to `limit` spilled events accepted before `cutoff` (expiry)."""
         out: list[Entry] = []
+        if self.spill_round >= cutoff:
+            return out  # every spilled event's round began at spill_round or later
         for sev, sp in enumerate(self.spill):
             n = 0
             for k in range(len(sp)):
@@ -337,6 +344,7 @@ class TenantState:
             if e.claimable:
                 e.round_at = now
                 self.schedule(e, None, now)
+        self.spill_round = now
 
     def _peek(
         self, lane: tuple[deque[Entry], ...], spill: tuple[Spill, ...] | None
