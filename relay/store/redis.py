@@ -179,6 +179,10 @@ class RedisStore:
         """Store (event_id, ordering key, stored request)s of one tenant; per event "" when stored
         now, else the state it already had. With --store-min-replicas, WAIT on the same connection
         (WAIT does not block inside a script)."""
+        if not self._healthy:
+            # Answer 503 at once while the probe loop reconnects, rather than make every request
+            # wait out a connection timeout against a Redis that is known to be away.
+            raise StoreDown("Redis store unavailable (reconnecting)")
         args: list[Any] = [self.prefix, tenant_id]
         for eid, okey, blob in events:
             args += [eid, okey, blob]
