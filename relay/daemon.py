@@ -214,6 +214,7 @@ class Daemon:
             lambda: self.config.snapshot,
             self.metrics,
             claim_idle=s.claim_idle,
+            dead_letter_retention=s.dead_letter_retention,
             egress=egress,
             ops=self.ops.notify if self.ops else None,
         )

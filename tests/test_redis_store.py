@@ -392,3 +392,17 @@ def test_a_relays_memory_does_not_grow_with_the_backlog(relays: Any, sink: Sink)
     # 20,000 more pending events carrying 2 KB each (40 MB of payload) live in Redis: not even the
     # ~600 bytes an event the local store's index would keep (12 MB here).
     assert after - before < 6, (before, after)
+
+
+def test_dead_letter_retention_prunes_the_shared_queue(relays: Any, sink: Sink) -> None:
+    sink.responder = lambda n, r: Reply(500)
+    a = relays("--dead-letter-retention", "2s")
+    write_tenant(a.config, "acme", sink.url + "/hook", retry_policy={**FAST, "max_retries": 0})
+    a.start()
+    eid = a.send("acme")[1]["event_id"]
+    a.wait_status(eid, "dead", timeout=10)
+    assert len(a.request("GET", "/api/v1/webhooks/dead-letter")[1]["items"]) == 1
+    view = a.wait_status(eid, "purged", timeout=10)  # older than 2 s: gone from the queue
+    assert view["attempts"][0]["status_code"] == 500
+    assert a.request("GET", "/api/v1/webhooks/dead-letter")[1]["items"] == []
+    assert a.request("GET", "/api/v1/webhooks/metrics/acme")[1]["dead_letter_count"] == 0

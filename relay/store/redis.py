@@ -53,6 +53,7 @@ class Claimed:
     tries: int  # attempts already made in this round
     blob: bytes  # the stored request
     probe: str  # "" | "B" (the breaker's half-open probe) | "E" (a disabled endpoint's probe)
+    accepted_ms: int  # when Redis stored it (for the delivery latency histogram)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,7 @@ class RedisStore:
         self._endpoint = c.register_script(scripts.ENDPOINT)
         self._counts = c.register_script(scripts.COUNTS)
         self._wake = c.register_script(scripts.WAKE)
+        self._prune = c.register_script(scripts.PRUNE)
 
     # ---- health ------------------------------------------------------------------------------
 
@@ -223,9 +225,9 @@ class RedisStore:
             [tenant_id, self.relay_id, max_n, lease_ms, max_in_flight, rate, 1 if fifo else 0, probe_ms],
         )
         out = []
-        for i in range(2, len(reply), 5):
-            eid, tok, tries, blob, probe = reply[i : i + 5]
-            out.append(Claimed(_s(eid), _s(tok), int(tries), bytes(blob), _s(probe)))
+        for i in range(2, len(reply), 6):
+            eid, tok, tries, blob, probe, accepted = reply[i : i + 6]
+            out.append(Claimed(_s(eid), _s(tok), int(tries), bytes(blob), _s(probe), int(accepted)))
         return int(reply[0]), out
 
     async def settle(self, tenant_id: str, event_id: str, token: str, args: list[Any]) -> tuple[bool, str, str]:
@@ -251,6 +253,10 @@ class RedisStore:
         """(state, since, reason, change or "", previous state) after `op` (enable|disable|show)."""
         r = await self._run(self._endpoint, [tenant_id, op])
         return _s(r[0]), float(_s(r[1])) / 1000, _s(r[2]), _s(r[3]), _s(r[4])
+
+    async def prune_dead(self, retention: float, limit: int = 500) -> int:
+        """Purge up to `limit` dead letters older than `retention` seconds; how many."""
+        return int(await self._run(self._prune, [int(retention * 1000), limit]))
 
     async def wake(self, tenant_ids: list[str]) -> None:
         if tenant_ids:

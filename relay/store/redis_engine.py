@@ -56,6 +56,7 @@ SETTLE_BACKOFF = (0.1, 2.0)
 IDEMPOTENCY_WINDOW_MS = 86_400_000
 SETTLED_KEPT = 100_000  # settled events kept for idempotency and status, like the local journal
 BATCH = 500  # event ids per replay/purge script call
+PRUNE_INTERVAL = 60.0  # seconds between dead-letter retention sweeps
 
 
 class RedisEngine:
@@ -68,6 +69,7 @@ class RedisEngine:
         metrics: Metrics,
         *,
         claim_idle: float | None = None,
+        dead_letter_retention: float = 30 * 86400.0,
         egress: EgressPolicy | None = None,
         ops: OpsNotify | None = None,
         rand: Callable[[], float] = random.random,
@@ -76,6 +78,7 @@ class RedisEngine:
         self._config = config
         self.metrics = metrics
         self.claim_idle = claim_idle
+        self.dead_letter_retention = dead_letter_retention
         self.egress = egress or EgressPolicy()
         self._ops = ops
         self._rand = rand
@@ -115,6 +118,7 @@ class RedisEngine:
         self._tasks = [
             asyncio.create_task(self._dispatch_loop(), name="redis-dispatch"),
             asyncio.create_task(self._counts_loop(), name="redis-counts"),
+            asyncio.create_task(self._prune_loop(), name="redis-prune"),
             asyncio.create_task(self.store.probe_loop(), name="redis-probe"),
         ]
 
@@ -276,6 +280,7 @@ class RedisEngine:
         tm = self.metrics.tenant(tid)
         if verdict.kind == "delivered":
             tm.delivered.inc()
+            tm.latency.observe(max(0.0, time.time() - c.accepted_ms / 1000))
             log.info(
                 "Webhook delivered - Event: %s, Status: %s, Time: %dms",
                 c.event_id,
@@ -370,6 +375,17 @@ class RedisEngine:
             self._ops(kind, tenant_id, data)
         except Exception:
             log.exception("could not queue operator event %s", kind)
+
+    async def _prune_loop(self) -> None:
+        """--dead-letter-retention on the shared store: any relay may prune (the script is atomic)."""
+        interval = min(PRUNE_INTERVAL, max(0.5, self.dead_letter_retention / 2))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                while await self.store.prune_dead(self.dead_letter_retention) == 500:
+                    pass
+            except StoreDown:
+                pass
 
     async def _counts_loop(self) -> None:
         while True:

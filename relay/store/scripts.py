@@ -114,7 +114,8 @@ return out
 # fifo (1/0), probe interval ms.
 # Takes over expired leases, then claims what the tenant's fleet-wide limits allow now, and sets
 # the tenant's place in the scheduler. Returns {taken over, next (ms from now, -1 none), then
-# (event_id, token, attempts this round, stored request, probe "" | "B" breaker | "E" endpoint)...}.
+# (event_id, token, attempts this round, stored request, probe "" | "B" breaker | "E" endpoint,
+# accepted at ms)...}.
 CLAIM = (
     _PRELUDE
     + """
@@ -200,12 +201,13 @@ if room > 0 then
       redis.call('ZADD', lease, now + lease_ms, id)
       local tok = relay .. ':' .. redis.call('INCR', P .. ':tok')
       redis.call('HSET', ek, 's', 'd', 'o', tok)
-      local f = redis.call('HMGET', ek, 'n', 'b')
+      local f = redis.call('HMGET', ek, 'n', 'b', 'a')
       out[#out + 1] = id
       out[#out + 1] = tok
       out[#out + 1] = tonumber(f[1]) or 0
       out[#out + 1] = f[2] or ''
       out[#out + 1] = probe
+      out[#out + 1] = tonumber(f[3]) or now
       taken = taken + 1
       if probe == 'B' then redis.call('HSET', lim, 'bp', id) end
       if probe == 'E' then redis.call('HSET', lim, 'ep', id, 'pa', now + probe_ms) end
@@ -461,6 +463,26 @@ elseif op == 'disable' then
 end
 local F = redis.call('HMGET', lim, 'es', 'el', 'er')
 return {F[1] or 'enabled', F[2] or '0', F[3] or 'configured', change, es}
+"""
+)
+
+# ARGV: P, retention ms, at most this many. Dead letters older than the retention (by Redis's
+# clock) are purged, as the local journal's compaction does (--dead-letter-retention).
+PRUNE = (
+    _PRELUDE
+    + """
+local before = now - tonumber(ARGV[2])
+local old = redis.call('ZRANGE', P .. ':dead', '-inf', before, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(old) do
+  local ek = ekey(id)
+  local tid = redis.call('HGET', ek, 't')
+  redis.call('ZREM', P .. ':dead', id)
+  if tid then redis.call('ZREM', tkey(tid, 'dead'), id) end
+  redis.call('HSET', ek, 's', 'P')
+  redis.call('HDEL', ek, 'b')
+  redis.call('ZADD', P .. ':done', now, id)
+end
+return #old
 """
 )
 
