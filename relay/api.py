@@ -83,7 +83,9 @@ class AppState:
             if self.shutting_down:
                 reasons.append("shutting down")
             if not checks["journal_writable"]:
-                reasons.append("journal is not writable (disk full or I/O error)")
+                # The shared store says what is wrong with it (Redis away); the journal, its disk.
+                why = getattr(self.engine.journal, "unavailable_reason", None)
+                reasons.append(why or "journal is not writable (disk full or I/O error)")
             if not checks["config_loaded"]:
                 reasons.append("no valid config loaded")
             body["reason"] = "; ".join(reasons)

@@ -35,6 +35,8 @@ class RedisServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "redis.log"
         self.password: str | None = None  # requirepass, when set before start()
+        # Overrides of the durable defaults below (e.g. {"appendonly": "no"}), set before start().
+        self.settings: dict[str, str] = {}
 
     @property
     def url(self) -> str:
@@ -48,10 +50,10 @@ class RedisServer:
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--dir", str(self.dir),
-                "--appendonly", "yes",
-                "--appendfsync", "always",
+                "--appendonly", self.settings.get("appendonly", "yes"),
+                "--appendfsync", self.settings.get("appendfsync", "always"),
                 "--save", "",
-                "--maxmemory-policy", "noeviction",
+                "--maxmemory-policy", self.settings.get("maxmemory-policy", "noeviction"),
                 "--logfile", str(self.log),
                 *(["--requirepass", self.password] if self.password else []),
             ],

@@ -210,6 +210,8 @@ def test_redis_stopped_503_then_resumes_by_itself(tmp_path: Path, relays: Any, s
             assert time.time() < deadline, "/readyz stayed 200 with Redis down"
             time.sleep(0.05)
         assert _metric(a, "hookrelay_store_up") == 0.0
+        ready = a.request("GET", "/readyz")[1]
+        assert "Redis store" in ready["reason"] and secure.password not in ready["reason"]
         secure.start()
         a.wait_ready(timeout=20)  # by itself: nobody restarted the relay
         assert _metric(a, "hookrelay_store_up") == 1.0
@@ -406,3 +408,54 @@ def test_dead_letter_retention_prunes_the_shared_queue(relays: Any, sink: Sink) 
     assert view["attempts"][0]["status_code"] == 500
     assert a.request("GET", "/api/v1/webhooks/dead-letter")[1]["items"] == []
     assert a.request("GET", "/api/v1/webhooks/metrics/acme")[1]["dead_letter_count"] == 0
+
+
+def test_unsafe_redis_settings_are_warned_about_once_at_start(tmp_path: Path, relays: Any, sink: Sink) -> None:
+    loose = RedisServer(tmp_path / "redis-loose")
+    loose.settings = {"appendonly": "no", "maxmemory-policy": "allkeys-lru"}
+    loose.start()
+    try:
+        a = relays(url=loose.url)
+        write_tenant(a.config, "acme", sink.url + "/hook")
+        a.start()
+        assert a.send("acme")[0] == 202
+        logs = a.logs()
+        assert logs.count("appendonly is not yes") == 1, logs
+        assert logs.count("maxmemory-policy is allkeys-lru") == 1, logs
+    finally:
+        loose.stop()
+
+
+def test_the_durable_settings_draw_no_warning(relays: Any, sink: Sink) -> None:
+    a = relays()
+    write_tenant(a.config, "acme", sink.url + "/hook")
+    a.start()
+    assert a.send("acme")[0] == 202
+    assert "can lose" not in a.logs() and "appendonly is not" not in a.logs()
+
+
+def test_a_bad_store_url_is_refused_without_showing_its_password(relays: Any) -> None:
+    a = relays(url="http://user:hunter2-secret@127.0.0.1:6379/0")
+    write_tenant(a.config, "acme", "http://127.0.0.1:9/hook")
+    a.start(wait=False)
+    assert a.proc is not None
+    assert a.proc.wait(20) == 2
+    assert "--store" in a.logs() and "hunter2-secret" not in a.logs()
+
+
+def test_endpoint_state_is_shared_between_relays(relays: Any, sink: Sink) -> None:
+    a, b = relays(), relays()
+    write_tenant(a.config, "acme", sink.url + "/hook")
+    a.start()
+    b.start()
+    status, body = a.request("POST", "/api/v1/webhooks/endpoints/acme/disable")
+    assert status == 202 and body["endpoint_state"] == "disabled"
+    assert b.request("GET", "/api/v1/webhooks/metrics/acme")[1]["endpoint_state"] == "disabled"
+    eid = b.send("acme")[1]["event_id"]
+    time.sleep(1.0)
+    assert sink.received == []  # held by every relay, not just the one that was told
+    assert a.event(eid)["status"] == "queued"
+    status, body = b.request("POST", "/api/v1/webhooks/endpoints/acme/enable")
+    assert status == 202 and body["endpoint_state"] == "enabled"
+    sink.wait_event(eid, timeout=10)
+    assert a.request("GET", "/api/v1/webhooks/metrics/acme")[1]["endpoint_state"] == "enabled"

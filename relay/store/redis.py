@@ -106,6 +106,11 @@ class RedisStore:
         return self._healthy
 
     @property
+    def unavailable_reason(self) -> str:
+        """What /readyz says while unhealthy."""
+        return f"the Redis store {self.url_shown} does not answer or refuses writes; reconnecting"
+
+    @property
     def bytes_total(self) -> int:
         return 0  # nothing on this relay's disk: --max-journal-bytes does not apply
 
