@@ -185,3 +185,17 @@ def test_settled_ids_ring_wraps_and_stays_consistent(n: int) -> None:
         assert all(f"r{round_no}-{i}" in st for i in range(n - n // 2 + 1, n))
         if n > 1:
             assert f"r{round_no}-0" not in st
+
+
+def test_dead_reasons_are_shared_between_dead_letters() -> None:
+    idx = Index()
+    for i in range(3):
+        idx.accepted(f"d{i}", 1, 8 + 100 * i, 100, 40, "t", 1, 1.0)
+        idx.dead_at(f"d{i}", 1, 400 + 100 * i, 60, "".join(["HTTP 500 ", "after 6 attempts"]), 2.0)
+    reasons = [r for r, _ in idx.dead.values()]
+    assert reasons == ["HTTP 500 after 6 attempts"] * 3
+    assert reasons[0] is reasons[1] is reasons[2]
+    long = "x" * 300
+    idx.accepted("d9", 1, 900, 100, 40, "t", 1, 1.0)
+    idx.dead_at("d9", 1, 1000, 60, long, 2.0)
+    assert long not in idx._reasons  # long, likely unique reasons are not kept after their dead letter

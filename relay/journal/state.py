@@ -42,6 +42,8 @@ class Index:
         self.extra: dict[int, array[int]] = {}
         self.dead: dict[int, tuple[str, float]] = {}  # (reason, failed_at) of dead letters
         self.due: dict[int, float] = {}  # next_due, of the events that have one (retrying)
+        # Dead reasons repeat ("HTTP 500 ...", "tenant removed"): one string each, shared.
+        self._reasons: dict[str, str] = {}
         self.busy: dict[int, int] = {}  # records queued in the writer and not yet applied
         self.settled = SettledIds()
         self.seg_live: dict[int, int] = {}  # bytes of live events' records per segment
@@ -174,7 +176,7 @@ class Index:
         if dead is None:
             self.dead.pop(s, None)
         else:
-            self.dead[s] = dead
+            self.dead[s] = (self._reason(dead[0]), dead[1])
 
     def attempt(self, eid: str, seg: int, off: int, ln: int, due: float | None) -> bool:
         s = self.table.find(eid)
@@ -185,12 +187,21 @@ class Index:
         self.flags[s] |= _HAS_ATTEMPT
         return True
 
+    def _reason(self, reason: str) -> str:
+        got = self._reasons.get(reason)
+        if got is not None:
+            return got
+        # Bounded (at most 1,024 short reasons, ~300 KB) so unique reasons cannot pile up here.
+        if len(reason) <= 256 and len(self._reasons) < 1024:
+            self._reasons[reason] = reason
+        return reason
+
     def dead_at(self, eid: str, seg: int, off: int, ln: int, reason: str, failed_at: float) -> bool:
         s = self.table.find(eid)
         if s < 0:
             return False
         self._extra(s, seg, off, ln)
-        self.dead[s] = (reason, failed_at)
+        self.dead[s] = (self._reason(reason), failed_at)
         return True
 
     def requeued(self, eid: str, seg: int, off: int, ln: int) -> bool:
