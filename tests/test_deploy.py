@@ -45,6 +45,9 @@ KNOWN_METRICS: frozenset[str] = frozenset(
         "hookrelay_config_reloads_total",
         "hookrelay_config_last_reload_success",
         "hookrelay_tenants",
+        # SPEC §10
+        "hookrelay_store_up",
+        "hookrelay_events_claimed_total",
         # extras
         "hookrelay_delivery_latency_seconds",
         "hookrelay_oldest_pending_age_seconds",
@@ -191,11 +194,13 @@ def test_alert_rules() -> None:
         "HookrelayCircuitOpen",
         "HookrelayEndpointDisabled",
         "HookrelayEndpointFailing",
+        "HookrelayStoreDown",
     }
     for name, rule in rules.items():
         assert rule["labels"]["severity"] in ("info", "warning", "critical"), name
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
     assert "hookrelay_events_dead_lettered_total" in rules["HookrelayDeadLettersRising"]["expr"]
+    assert "hookrelay_store_up" in rules["HookrelayStoreDown"]["expr"] and "== 0" in rules["HookrelayStoreDown"]["expr"]
     oldest = rules["HookrelayOldestPendingTooOld"]
     assert "hookrelay_oldest_pending_age_seconds" in oldest["expr"] and "> 600" in oldest["expr"]
     assert oldest["for"] == "5m"
