@@ -76,9 +76,18 @@ def _wait_distinct(sink: Sink, n: int, timeout: float) -> None:
 def _metric(d: Daemon, name: str) -> float:
     status, text = d.request("GET", "/metrics")
     assert status == 200
-    m = re.search(rf"^{name} (\S+)$", text, re.M)
+    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
     assert m, f"{name} not exported"
     return float(m.group(1))
+
+
+def wait_for_metric(d: Daemon, name: str, value: float, timeout: float = 5.0) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if _metric(d, name) == value:
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def _delivered_by(d: Daemon) -> int:
@@ -459,3 +468,29 @@ def test_endpoint_state_is_shared_between_relays(relays: Any, sink: Sink) -> Non
     assert status == 202 and body["endpoint_state"] == "enabled"
     sink.wait_event(eid, timeout=10)
     assert a.request("GET", "/api/v1/webhooks/metrics/acme")[1]["endpoint_state"] == "enabled"
+
+
+def test_the_circuit_breaker_is_shared_between_relays(relays: Any, sink: Sink) -> None:
+    sink.responder = lambda n, r: Reply(503)
+    a, b = relays(), relays()
+    write_tenant(
+        a.config,
+        "acme",
+        sink.url + "/hook",
+        circuit_breaker={"failure_threshold": 2},
+        retry_policy={"max_retries": 10, "initial_delay_seconds": 5, "max_delay_seconds": 5},
+    )
+    a.start()
+    b.start()
+    _batch(a, "acme", 4)
+    deadline = time.time() + 15
+    while not a.request("GET", "/api/v1/webhooks/metrics/acme")[1]["circuit_open"]:
+        assert time.time() < deadline, "the breaker did not open"
+        time.sleep(0.05)
+    assert b.request("GET", "/api/v1/webhooks/metrics/acme")[1]["circuit_open"] is True
+    tried = len(sink.received)
+    time.sleep(1.0)
+    # Open for the fleet: neither relay starts an attempt during the cool-down (1 s and up).
+    assert len(sink.received) == tried, (tried, len(sink.received))
+    # And B's gauge says so too (refreshed from Redis every second).
+    assert wait_for_metric(b, 'hookrelay_circuit_open{tenant="acme"}', 1.0)
