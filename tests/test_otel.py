@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.support import Reply, Sink, free_port, write_tenant
+from tests.support import Received, Reply, Sink, free_port, write_tenant
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
@@ -98,7 +98,16 @@ def _value(v: Any) -> Any:
 def test_spans_are_exported_over_otlp_http_with_their_attributes(make_daemon: Any, sink: Sink) -> None:
     receiver = OtlpReceiver().start()
     try:
-        sink.responder = lambda n, r: Reply(503) if n == 0 else Reply(200)
+        failed: list[Received] = []
+
+        def first_traced_attempt_fails(n: int, r: Received) -> Reply:
+            # Only the traced event's first attempt: the untraced one may reach the sink first.
+            if not failed and TRACE in r.headers.get("traceparent", ""):
+                failed.append(r)
+                return Reply(503)
+            return Reply(200)
+
+        sink.responder = first_traced_attempt_fails
         d = make_daemon(
             env={
                 "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
