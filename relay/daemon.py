@@ -25,7 +25,7 @@ from aiohttp import web
 
 from relay import __version__, redact, tracing
 from relay.api import CLIENT_TIMEOUT, AppState, make_app, make_ops_app
-from relay.backend import LocalBackend
+from relay.backend import Backend, LocalBackend
 from relay.config import ConfigError
 from relay.delivery import DeliveryEngine
 from relay.dispatch import EgressPolicy
@@ -155,16 +155,7 @@ class Daemon:
         gc.freeze()
         gc.set_threshold(10_000, 20, 20)
         self.config.on_change = self.engine.apply_config
-        self.state = AppState(
-            engine=LocalBackend(self.engine, lambda: self.config.snapshot),
-            config=self.config,
-            metrics=self.metrics,
-            max_body_bytes=s.max_body_bytes,
-            max_pending=s.max_pending,
-            max_journal_bytes=s.max_journal_bytes,
-            ingest_token=s.ingest_token,
-            receive_tolerance=s.receive_tolerance,
-        )
+        self.state = self._app_state(LocalBackend(self.engine, lambda: self.config.snapshot))
         try:
             await self._listen()
         except BaseException:
@@ -223,16 +214,7 @@ class Daemon:
             log.error("Redis store %s does not answer yet: ingest answers 503 until it does", store.url_shown)
         self.metrics.store_up.set_function(lambda: 1.0 if store.healthy else 0.0)
         self.config.on_change = engine.apply_config
-        self.state = AppState(
-            engine=engine,
-            config=self.config,
-            metrics=self.metrics,
-            max_body_bytes=s.max_body_bytes,
-            max_pending=s.max_pending,
-            max_journal_bytes=s.max_journal_bytes,
-            ingest_token=s.ingest_token,
-            receive_tolerance=s.receive_tolerance,
-        )
+        self.state = self._app_state(engine)
         try:
             await self._listen()
         except BaseException:
@@ -270,6 +252,19 @@ class Daemon:
             with contextlib.suppress(OSError):
                 self.s.unix_socket.unlink()
         log.info("Stopped in %.2fs; %d attempts were cut short and handed back", time.monotonic() - started, cut)
+
+    def _app_state(self, engine: Backend) -> AppState:
+        s = self.s
+        return AppState(
+            engine=engine,
+            config=self.config,
+            metrics=self.metrics,
+            max_body_bytes=s.max_body_bytes,
+            max_pending=s.max_pending,
+            max_journal_bytes=s.max_journal_bytes,
+            ingest_token=s.ingest_token,
+            receive_tolerance=s.receive_tolerance,
+        )
 
     async def _listen(self) -> None:
         s = self.s
