@@ -196,7 +196,8 @@ def request_head(t: Target, headers: Iterable[tuple[str, str]], length: int) -> 
         lines.append(f"{name}: {value}")
     lines.append(f"Content-Length: {length}")
     lines.append("\r\n")
-    return "\r\n".join(lines).encode("latin-1")
+    # UTF-8, as aiohttp writes header values (a tenant header may carry non-Latin-1 text).
+    return "\r\n".join(lines).encode("utf-8", "surrogateescape")
 
 
 class Pool:

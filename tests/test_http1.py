@@ -92,12 +92,13 @@ async def test_keep_alive_reuses_one_connection_and_writes_the_request_head(wire
     w = await wire(lambda c, n, r: OK)
     p = pool()
     for _ in range(3):
-        ans = await p.post(f"http://127.0.0.1:{w.port}/hook/a?x=1", HEADERS, b'{"a":1}')
+        ans = await p.post(f"http://127.0.0.1:{w.port}/hook/a?x=1", [*HEADERS, ("X-Note", "5 €")], b'{"a":1}')
         assert (ans.status, ans.body) == (200, b"ok")
     assert w.connections == 1
-    head = w.requests[0].decode()
+    head = w.requests[0].decode("utf-8")
     assert head.startswith("POST /hook/a?x=1 HTTP/1.1\r\n")
     assert f"Host: 127.0.0.1:{w.port}\r\n" in head and "X-Event-ID: evt_1\r\n" in head
+    assert "X-Note: 5 €\r\n" in w.requests[0].decode("utf-8")  # UTF-8, as aiohttp writes it
     assert "Content-Length: 7\r\n" in head and head.endswith('\r\n\r\n{"a":1}')
     p.close()
 
