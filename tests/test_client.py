@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -486,3 +487,18 @@ async def test_async_client_without_context_manager_can_close(daemon: Daemon) ->
     assert await c.ready()
     await c.close()
     await c.close()  # twice is fine
+
+
+def test_generated_event_ids_are_unique_and_differ_in_a_forked_child() -> None:
+    """Ids come from blocks of OS randomness; a forked worker must not reuse its parent's block."""
+    from relay.events import new_event_id
+
+    ids = [new_event_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids) and all(len(i) == 28 and i.startswith("evt_") for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child writes the id it would use next, and leaves at once
+        os.write(write, new_event_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 64).decode() != new_event_id()
