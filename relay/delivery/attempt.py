@@ -18,7 +18,7 @@ import aiohttp
 from relay import tracing
 from relay.config import TenantConfig
 from relay.dispatch import EgressPolicy, Outcome, build_headers, describe_error
-from relay.events import StoredEvent
+from relay.events import Attempt, StoredEvent, rfc3339
 from relay.outbound import deliver
 
 log = logging.getLogger("relay.delivery")
@@ -67,6 +67,19 @@ async def send(
     if span is not None:
         span.end(out.status, out.kind, out.error)
     return out
+
+
+def record(out: Outcome, n: int, started: float, round_no: int = 0) -> Attempt:
+    """The attempt as it is journaled and shown (`attempts[]`), from its outcome."""
+    return Attempt(
+        attempt=n,
+        at=rfc3339(started),
+        status_code=out.status,
+        error=out.error,
+        duration_ms=round(out.duration * 1000, 3),
+        response_body=out.body,
+        round=round_no,
+    )
 
 
 @dataclass(frozen=True, slots=True)

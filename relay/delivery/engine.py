@@ -34,7 +34,7 @@ from relay.journal import Recovered
 from relay.metrics import Metrics, TenantGauges
 from relay.statefile import StateFile
 
-from .attempt import METRIC_OUTCOME, decide, send
+from .attempt import METRIC_OUTCOME, decide, record, send
 from .breaker import Breaker
 from .deadletters import DeadLetters, Key
 from .endpoint import Change, Endpoint
@@ -432,15 +432,7 @@ class DeliveryEngine:
             e.back_in_line()
             ts.schedule(e, None, self._clock())
             return
-        attempt = Attempt(
-            attempt=n,
-            at=rfc3339(started),
-            status_code=out.status,
-            error=out.error,
-            duration_ms=round(out.duration * 1000, 3),
-            response_body=out.body,
-            round=e.next_round(n),
-        )
+        attempt = record(out, n, started, e.next_round(n))
         e.add_attempt(attempt)
         e.tries = n
         ts.counted_retry(e, n - 1)

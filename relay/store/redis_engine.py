@@ -31,7 +31,7 @@ import msgspec
 
 from relay.backend import DeadItem, StoreHealth
 from relay.config import Snapshot, TenantConfig
-from relay.delivery.attempt import METRIC_OUTCOME, decide, send
+from relay.delivery.attempt import METRIC_OUTCOME, decide, record, send
 from relay.delivery.deadletters import Key
 from relay.delivery.ledger import LedgerFilter
 from relay.dispatch import EgressPolicy, Outcome, close_session, make_session
@@ -258,14 +258,7 @@ class RedisEngine:
             log.info("Probe of disabled endpoint failed - Event: %s; it stays held", c.event_id, extra=fields)
             await self._settle(tid, c, deadline, self._settle_args(cfg, "held", health=health))
             return
-        attempt = Attempt(
-            attempt=n,
-            at=rfc3339(started),
-            status_code=out.status,
-            error=out.error,
-            duration_ms=round(out.duration * 1000, 3),
-            response_body=out.body,
-        )
+        attempt = record(out, n, started)
         args = self._settle_args(
             cfg,
             verdict.kind,
