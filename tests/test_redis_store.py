@@ -95,7 +95,9 @@ def _delivered_by(d: Daemon) -> int:
 
 
 def test_two_relays_drain_one_backlog_without_delivering_twice(relays: Any, sink: Sink, tmp_path: Path) -> None:
-    sink.responder = lambda n, r: Reply(200, delay=0.01)
+    # 50 ms a request with 8 in flight fleet-wide: a drain of ~2 s, long enough that both relays'
+    # claim loops take part (at 10 ms the first relay could drain all 300 before the other woke).
+    sink.responder = lambda n, r: Reply(200, delay=0.05)
     a, b = relays(), relays()
     write_tenant(a.config, "acme", sink.url + "/hook", max_in_flight=8)
     a.start()
@@ -108,6 +110,7 @@ def test_two_relays_drain_one_backlog_without_delivering_twice(relays: Any, sink
     assert max(counts.values()) == 1, [k for k, v in counts.items() if v > 1]
     # Both relays delivered (one queue, two workers), and both tell the same story.
     assert _delivered_by(a) > 0 and _delivered_by(b) > 0, (_delivered_by(a), _delivered_by(b))
+    assert _delivered_by(a) + _delivered_by(b) == 300  # each delivery told by the relay that made it
     assert a.event(ids[0]) == b.event(ids[0])
     assert a.event(ids[0])["status"] == "delivered"
     deadline = time.time() + 15
